@@ -306,12 +306,24 @@ public final class Safetensors {
                     ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(hb.length).flip();
                     writeFully(ch, len);
                     writeFully(ch, ByteBuffer.wrap(hb));
+                    byte[] chunk = null;
                     for (Entry e : entries.values()) {
                         MemorySegment d = e.data();
-                        // Chunks keep each ByteBuffer view under 2 GB.
-                        for (long o = 0; o < d.byteSize(); o += 1L << 30) {
-                            long n = Math.min(1L << 30, d.byteSize() - o);
-                            writeFully(ch, d.asSlice(o, n).asByteBuffer());
+                        if (d.isNative()) {
+                            // Chunks keep each ByteBuffer view under 2 GB.
+                            for (long o = 0; o < d.byteSize(); o += 1L << 30) {
+                                long n = Math.min(1L << 30, d.byteSize() - o);
+                                writeFully(ch, d.asSlice(o, n).asByteBuffer());
+                            }
+                        } else {
+                            // Heap segments of float[], short[]... have no ByteBuffer view: copy through a chunk.
+                            if (chunk == null) chunk = new byte[1 << 22];
+                            MemorySegment c = MemorySegment.ofArray(chunk);
+                            for (long o = 0; o < d.byteSize(); o += chunk.length) {
+                                int n = (int) Math.min(chunk.length, d.byteSize() - o);
+                                MemorySegment.copy(d, o, c, 0, n);
+                                writeFully(ch, ByteBuffer.wrap(chunk, 0, n));
+                            }
                         }
                     }
                     ch.force(true);

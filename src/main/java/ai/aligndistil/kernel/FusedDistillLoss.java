@@ -499,6 +499,7 @@ public final class FusedDistillLoss {
         // accessors for the CUDA staging path
         MemorySegment studentSeg() { return student; }
         MemorySegment dpoSeg() { return dpo; }
+        MemorySegment dpoForTests() { return dpo; }
         MemorySegment secondSeg() { return second; }
         MemorySegment maskSeg() { return mask; }
         MemorySegment gradSeg() { return grad; }
