@@ -28,6 +28,9 @@
  * grad == student, in place, the student logits), weight / token_loss / metrics when given, *d_loss,
  * d_status[0..3] and the workspace. The three logit inputs are only read (except in place).
  *
+ * gkd. The second teacher row is never read (problem->second may be NULL); metrics [0] and [2], which need
+ * it, are written as 0.
+ *
  * Precision. f32 arithmetic per element on logits centred on their row maxima; every row sum is gathered
  * in f32 over chunks of 8 columns and folded into f64 per thread, block reductions are f64, and the row
  * scalars (K, LSE, alpha, coefficients) are computed in f64.
@@ -314,7 +317,7 @@ aligndistil_fdl_mask_count_kernel(FdlParams p) {
 
 /* DS: student dtype, DT: both teacher dtypes, DG: gradient dtype; kAny = read from the problem at run time. */
 template <int DS, int DT, int DG>
-__global__ void __launch_bounds__(kRowThreads)
+__global__ void __launch_bounds__(kRowThreads, 2) /* <= 64 registers, no spills (sm_80, sm_90a) */
 aligndistil_fdl_row_kernel(FdlParams p) {
     __shared__ double sh_d[6 * 32];
     __shared__ float sh_f[3 * 32];
