@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Prepares a self-contained bundle to run the GPU tests and benchmarks on a machine that has a CUDA driver but no
+# JDK and no Maven (the project's GPU boxes): a jlink-ed JDK 25 runtime (~45 MB), the project's jar with both native
+# libraries, the test classes and the JUnit console launcher. Run here (the build machine):
+#   benchmarks/gpu/prepare.sh            -> target/gpu-bundle/ (about 60 MB)
+# then, on the GPU machine, from the repository root with target/gpu-bundle carried along:
+#   benchmarks/gpu/run-gpu-tests.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${JAVA_HOME:=/usr/lib/jvm/temurin-25-jdk-amd64}"
+export JAVA_HOME
+out=target/gpu-bundle
+rm -rf "$out"
+mkdir -p "$out/lib"
+mvn -q -B -ntp -DskipTests package test-compile
+mvn -q -B -ntp dependency:copy -Dartifact=org.junit.platform:junit-platform-console-standalone:1.14.4 -DoutputDirectory="$out/lib"
+cp target/aligndistil.jar "$out/lib/"
+# test classes and the few test-scope jars the kernel tests need (JUnit comes with the console launcher)
+cp -r target/test-classes "$out/test-classes"
+"$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,java.management,jdk.management,jdk.unsupported \
+  --strip-debug --no-header-files --no-man-pages --compress=zip-9 --output "$out/jdk"
+readelf -S target/native/libaligndistil_cuda.so | grep -q nv_fatbin && echo "prepare: CUDA library has a fatbin: $(grep -a -o -E 'sm_[0-9]+a?' target/native/libaligndistil_cuda.so | sort -u | tr '\n' ' ')"
+du -sh "$out"

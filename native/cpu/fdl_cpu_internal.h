@@ -1,0 +1,74 @@
+/*
+ * fdl_cpu_internal.h: declarations shared by the CPU driver (fused_distill_loss.c), the per-ISA row kernels
+ * (fused_distill_loss_rows.c, compiled once per ISA) and the worker pool (thread_pool.c). Not part of the ABI.
+ */
+#ifndef AD_FDL_CPU_INTERNAL_H
+#define AD_FDL_CPU_INTERNAL_H
+
+#include <stdint.h>
+#include "aligndistil.h"
+
+#if defined(__GNUC__)
+#define AD_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define AD_HIDDEN
+#endif
+
+/* Parameters common to every row of one call (read-only while the rows run). */
+typedef struct ad_row_params {
+    int64_t vocab;
+    int     variant;        /* AD_VARIANT_* */
+    int     use_second;     /* 0 for gkd: the second row is never read */
+    int     ds, dd, dr, dg; /* dtypes: student, dpo, second, grad */
+    double  beta, beta2, epsilon;
+    double  temperature;    /* teacher T (1 for gkd) */
+    double  inv_ts;         /* 1 / student temperature */
+    float   clamp_student;  /* centred student logits are clamped to >= -clamp_student */
+    float   clamp_teacher;  /* centred teacher logits are clamped to >= -clamp_teacher (keeps a d' + b r' finite) */
+    int     want_metrics;
+} ad_row_params;
+
+/* One row: inputs, the row scale, and what the kernel reports back. */
+typedef struct ad_row_io {
+    const void* s;          /* student row */
+    const void* d;          /* dpo row */
+    const void* r;          /* second row (NULL for gkd) */
+    void*       g;          /* grad row (may equal s: in place) */
+    double      row_scale;  /* (1/n_b if length_norm) / N */
+    /* outputs */
+    double      alpha;      /* weight */
+    double      coef;
+    double      kl;         /* K = KL(p || q) */
+    double      metrics[3];
+    int64_t     bad_column; /* AD_ERR_NONFINITE: first bad column of the row */
+} ad_row_io;
+
+/* Processes one selected row: validates it, computes alpha, K, the metrics and writes the grad row
+ * (grad = (coef * row_scale / Ts) p (log p - log q - K)). Returns AD_OK, AD_ERR_NONFINITE (bad_column set)
+ * or AD_ERR_EMPTY_ROW; on error the grad row has not been written. */
+typedef int (*ad_row_fn)(const ad_row_params* P, ad_row_io* io);
+
+AD_HIDDEN int ad_fdl_row_portable(const ad_row_params* P, ad_row_io* io);
+AD_HIDDEN int ad_fdl_row_avx2(const ad_row_params* P, ad_row_io* io);
+AD_HIDDEN int ad_fdl_row_avx512(const ad_row_params* P, ad_row_io* io);
+
+/* ---- worker pool (thread_pool.c) ---- */
+#define AD_POOL_MAX_THREADS 256
+
+/* fn(arg, worker, nworkers) runs once for each worker index 0..nworkers-1; index 0 on the caller. */
+typedef void (*ad_pool_fn)(void* arg, int worker, int nworkers);
+
+/* Takes the pool for one call and makes sure it can run `want` workers (the caller included); returns how
+ * many it can (2..want), or 0 when the pool is busy with another call or no worker thread could be started:
+ * the caller then runs the work itself. A nonzero return must be followed by ad_pool_release. */
+AD_HIDDEN int ad_pool_acquire(int want);
+/* fn(arg, worker, nworkers) runs once for each worker index 0..nworkers-1 (index 0 on the caller) and
+ * returns when all have finished. Only between ad_pool_acquire (which returned >= nworkers) and release. */
+AD_HIDDEN void ad_pool_run(ad_pool_fn fn, void* arg, int nworkers);
+AD_HIDDEN void ad_pool_release(void);
+
+/* Default pool size (threads including the caller). */
+AD_HIDDEN int ad_pool_default_threads(void);
+AD_HIDDEN void ad_pool_set_default_threads(int n);
+
+#endif /* AD_FDL_CPU_INTERNAL_H */
