@@ -268,7 +268,7 @@ public final class FusedDistillLoss {
             checkTensor("student", student, studentType, ssb, sst, false, nativeMemory);
             checkTensor("dpo", dpo, dpoType, dsb, dst, false, nativeMemory);
             if (op.config.variant().needsSecondTeacher())
-                checkTensor("second-teacher (" + op.config.variant().secondTensorName + ")", second, secondType, rsb, rst, false, nativeMemory);
+                checkTensor(op.config.variant().secondLabel, second, secondType, rsb, rst, false, nativeMemory);
             checkTensor("grad", grad, gradType, gsb, gst, true, nativeMemory);
             if (gradType != DType.F32 && gradType != studentType)
                 throw new IllegalArgumentException("grad dtype " + gradType + " must be f32 or the student's dtype (" + studentType + ")");
@@ -294,19 +294,24 @@ public final class FusedDistillLoss {
             if (op.config.variant().needsSecondTeacher() && overlaps(grad, gBytes, second, extent(rsb, rst, secondType)))
                 throw new IllegalArgumentException("grad overlaps the second-teacher logits");
             if (mask != null && overlaps(grad, gBytes, mask, (B - 1) * msb + (T - 1) * mst + 1)) throw new IllegalArgumentException("grad overlaps the mask");
-            MemorySegment[] outs = {weight, tokenLoss, metrics};
-            String[] names = {"weight", "token_loss", "metrics"};
-            long[] sizes = {B * T * 4, B * T * 4, B * T * 12};
-            for (int i = 0; i < 3; i++) {
-                if (outs[i] == null) continue;
-                if (overlaps(outs[i], sizes[i], grad, gBytes)) throw new IllegalArgumentException(names[i] + " overlaps grad");
-                if (overlaps(outs[i], sizes[i], student, extent(ssb, sst, studentType))) throw new IllegalArgumentException(names[i] + " overlaps the student logits");
-                if (overlaps(outs[i], sizes[i], dpo, extent(dsb, dst, dpoType))) throw new IllegalArgumentException(names[i] + " overlaps the dpo logits");
-                if (op.config.variant().needsSecondTeacher() && overlaps(outs[i], sizes[i], second, extent(rsb, rst, secondType)))
-                    throw new IllegalArgumentException(names[i] + " overlaps the second-teacher logits");
-                for (int j = i + 1; j < 3; j++)
-                    if (outs[j] != null && overlaps(outs[i], sizes[i], outs[j], sizes[j])) throw new IllegalArgumentException(names[i] + " overlaps " + names[j]);
-            }
+            // No arrays here: this runs on every call and must not allocate.
+            long rows4 = B * T * 4;
+            checkOutputOverlaps("weight", weight, rows4, gBytes);
+            checkOutputOverlaps("token_loss", tokenLoss, rows4, gBytes);
+            checkOutputOverlaps("metrics", metrics, rows4 * 3, gBytes);
+            if (overlaps(weight, rows4, tokenLoss, rows4)) throw new IllegalArgumentException("weight overlaps token_loss");
+            if (overlaps(weight, rows4, metrics, rows4 * 3)) throw new IllegalArgumentException("weight overlaps metrics");
+            if (overlaps(tokenLoss, rows4, metrics, rows4 * 3)) throw new IllegalArgumentException("token_loss overlaps metrics");
+        }
+
+        private void checkOutputOverlaps(String name, MemorySegment out, long size, long gBytes) {
+            if (out == null) return;
+            if (overlaps(out, size, grad, gBytes)) throw new IllegalArgumentException(name + " overlaps grad");
+            if (overlaps(out, size, student, extent(ssb, sst, studentType))) throw new IllegalArgumentException(name + " overlaps the student logits");
+            if (overlaps(out, size, dpo, extent(dsb, dst, dpoType))) throw new IllegalArgumentException(name + " overlaps the dpo logits");
+            if (op.config.variant().needsSecondTeacher() && overlaps(out, size, second, extent(rsb, rst, secondType)))
+                throw new IllegalArgumentException(name + " overlaps the second-teacher logits");
+            if (mask != null && overlaps(out, size, mask, (B - 1) * msb + (T - 1) * mst + 1)) throw new IllegalArgumentException(name + " overlaps the mask");
         }
 
         private void checkAlive(String what, MemorySegment seg, boolean nativeMemory) {

@@ -31,11 +31,14 @@ public enum Variant {
     public final String secondTensorName;
     /** Whether alpha adapts per token (needs the total variation between the two teachers). */
     public final boolean adaptive;
+    /** How error messages name the second teacher ("second-teacher (reverse_logits)"); built once, not per call. */
+    final String secondLabel;
 
     Variant(int code, String secondTensorName, boolean adaptive) {
         this.code = code;
         this.secondTensorName = secondTensorName;
         this.adaptive = adaptive;
+        this.secondLabel = "second-teacher (" + secondTensorName + ")";
     }
 
     public boolean needsSecondTeacher() { return secondTensorName != null; }
