@@ -1,0 +1,71 @@
+package ai.aligndistil.model;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/** Tiny configurations and checkpoints for tests. */
+final class TinyModels {
+    private TinyModels() {}
+
+    /** config.json of a Qwen2-style model: hidden 64, 4 heads, 2 kv heads (GQA), qkv bias, tied head. */
+    static Map<String, Object> qwen2Json(int vocab, int layers) {
+        Map<String, Object> j = new LinkedHashMap<>();
+        j.put("architectures", List.of("Qwen2ForCausalLM"));
+        j.put("model_type", "qwen2");
+        j.put("vocab_size", (long) vocab);
+        j.put("hidden_size", 64L);
+        j.put("intermediate_size", 96L);
+        j.put("num_hidden_layers", (long) layers);
+        j.put("num_attention_heads", 4L);
+        j.put("num_key_value_heads", 2L);
+        j.put("rms_norm_eps", 1e-6);
+        j.put("rope_theta", 10000.0);
+        j.put("tie_word_embeddings", true);
+        j.put("hidden_act", "silu");
+        j.put("max_position_embeddings", 512L);
+        j.put("torch_dtype", "float32");
+        j.put("bos_token_id", 1L);
+        j.put("eos_token_id", 2L);
+        return j;
+    }
+
+    /** config.json of a Llama-style model: no biases, untied head, 4 heads / 1 kv head. */
+    static Map<String, Object> llamaJson(int vocab, int layers) {
+        Map<String, Object> j = new LinkedHashMap<>();
+        j.put("architectures", List.of("LlamaForCausalLM"));
+        j.put("model_type", "llama");
+        j.put("vocab_size", (long) vocab);
+        j.put("hidden_size", 64L);
+        j.put("intermediate_size", 128L);
+        j.put("num_hidden_layers", (long) layers);
+        j.put("num_attention_heads", 4L);
+        j.put("num_key_value_heads", 1L);
+        j.put("rms_norm_eps", 1e-5);
+        j.put("rope_theta", 500000.0);
+        j.put("tie_word_embeddings", false);
+        j.put("attention_bias", false);
+        j.put("hidden_act", "silu");
+        j.put("max_position_embeddings", 512L);
+        j.put("torch_dtype", "float32");
+        return j;
+    }
+
+    static ModelConfig qwen2(int vocab, int layers) { return ModelConfig.fromJson(qwen2Json(vocab, layers)); }
+
+    static ModelConfig llama(int vocab, int layers) { return ModelConfig.fromJson(llamaJson(vocab, layers)); }
+
+    static CausalLM random(ModelConfig c, long seed, ScalarType dtype) {
+        return new CausalLM(c, dtype).initRandom(seed, 0.1);
+    }
+
+    /** Writes a random tiny checkpoint folder and returns it. */
+    static Path write(Path dir, ModelConfig c, long seed) throws IOException {
+        HfCheckpoint.save(random(c, seed, ScalarType.Float), dir);
+        return dir;
+    }
+}
