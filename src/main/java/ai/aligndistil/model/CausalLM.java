@@ -8,6 +8,7 @@ import java.util.Map;
 
 import org.bytedeco.pytorch.DoubleOptional;
 import org.bytedeco.pytorch.GeneratorOptional;
+import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.ScalarTypeOptional;
@@ -169,6 +170,17 @@ public final class CausalLM extends Module {
     /** Sets every parameter's gradient to undefined (cheaper than zeroing). */
     public void zeroGrad() {
         zero_grad(true);
+    }
+
+    /**
+     * Logits of a frozen reference model: {@link #forward(Tensor, Tensor)} under {@code InferenceMode}, so no
+     * autograd graph is recorded. The result is an inference tensor: read it or hand it to a kernel; it cannot
+     * take part in a later backward.
+     */
+    public Tensor forwardInference(Tensor ids, Tensor attentionMask) {
+        try (InferenceMode im = new InferenceMode()) {
+            return forward(ids, attentionMask, null);
+        }
     }
 
     /** Logits [B, T, V] of a batch without padding (a causal mask only). */

@@ -9,11 +9,11 @@ import java.util.Map;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /** Tiny configurations and checkpoints for tests. */
-final class TinyModels {
+public final class TinyModels {
     private TinyModels() {}
 
     /** config.json of a Qwen2-style model: hidden 64, 4 heads, 2 kv heads (GQA), qkv bias, tied head. */
-    static Map<String, Object> qwen2Json(int vocab, int layers) {
+    public static Map<String, Object> qwen2Json(int vocab, int layers) {
         Map<String, Object> j = new LinkedHashMap<>();
         j.put("architectures", List.of("Qwen2ForCausalLM"));
         j.put("model_type", "qwen2");
@@ -35,7 +35,7 @@ final class TinyModels {
     }
 
     /** config.json of a Llama-style model: no biases, untied head, 4 heads / 1 kv head. */
-    static Map<String, Object> llamaJson(int vocab, int layers) {
+    public static Map<String, Object> llamaJson(int vocab, int layers) {
         Map<String, Object> j = new LinkedHashMap<>();
         j.put("architectures", List.of("LlamaForCausalLM"));
         j.put("model_type", "llama");
@@ -55,16 +55,16 @@ final class TinyModels {
         return j;
     }
 
-    static ModelConfig qwen2(int vocab, int layers) { return ModelConfig.fromJson(qwen2Json(vocab, layers)); }
+    public static ModelConfig qwen2(int vocab, int layers) { return ModelConfig.fromJson(qwen2Json(vocab, layers)); }
 
-    static ModelConfig llama(int vocab, int layers) { return ModelConfig.fromJson(llamaJson(vocab, layers)); }
+    public static ModelConfig llama(int vocab, int layers) { return ModelConfig.fromJson(llamaJson(vocab, layers)); }
 
-    static CausalLM random(ModelConfig c, long seed, ScalarType dtype) {
+    public static CausalLM random(ModelConfig c, long seed, ScalarType dtype) {
         return new CausalLM(c, dtype).initRandom(seed, 0.1);
     }
 
     /** Writes a random tiny checkpoint folder and returns it. */
-    static Path write(Path dir, ModelConfig c, long seed) throws IOException {
+    public static Path write(Path dir, ModelConfig c, long seed) throws IOException {
         HfCheckpoint.save(random(c, seed, ScalarType.Float), dir);
         return dir;
     }
