@@ -63,6 +63,31 @@ public final class TinyModels {
         return new CausalLM(c, dtype).initRandom(seed, 0.1);
     }
 
+    /** Words of the test tokenizer's vocabulary (ids 4.., after the 3 special tokens and [UNK]). */
+    public static final String[] WORDS = {"system", "user", "assistant", "You", "are", "Qwen,", "created", "by", "Alibaba", "Cloud.",
+            "a", "helpful", "assistant.", "What", "is", "the", "capital", "of", "France?", "Paris.", "hello", "world", "It"};
+
+    /**
+     * Writes a small WordLevel tokenizer.json (whitespace pre-tokenizer) with the special tokens
+     * {@code <|endoftext|>}=0, {@code <|im_start|>}=1, {@code <|im_end|>}=2, [UNK]=3 and {@link #WORDS}.
+     */
+    public static Path writeTokenizer(Path dir) throws IOException {
+        StringBuilder vocab = new StringBuilder("{\"<|endoftext|>\":0,\"<|im_start|>\":1,\"<|im_end|>\":2,\"[UNK]\":3");
+        for (int i = 0; i < WORDS.length; i++) vocab.append(",\"").append(WORDS[i]).append("\":").append(i + 4);
+        vocab.append('}');
+        String special = "\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":true";
+        String json = "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":["
+                + "{\"id\":0,\"content\":\"<|endoftext|>\"," + special + "},"
+                + "{\"id\":1,\"content\":\"<|im_start|>\"," + special + "},"
+                + "{\"id\":2,\"content\":\"<|im_end|>\"," + special + "}],"
+                + "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"WhitespaceSplit\"},\"post_processor\":null,"
+                + "\"decoder\":null,\"model\":{\"type\":\"WordLevel\",\"vocab\":" + vocab + ",\"unk_token\":\"[UNK]\"}}";
+        java.nio.file.Files.createDirectories(dir);
+        Path f = dir.resolve("tokenizer.json");
+        java.nio.file.Files.writeString(f, json);
+        return f;
+    }
+
     /** Writes a random tiny checkpoint folder and returns it. */
     public static Path write(Path dir, ModelConfig c, long seed) throws IOException {
         HfCheckpoint.save(random(c, seed, ScalarType.Float), dir);
