@@ -1,0 +1,155 @@
+package ai.aligndistil.model;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.InferenceMode;
+import org.bytedeco.pytorch.T_TensorTensor_T;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+
+/**
+ * Batched autoregressive sampling with a KV cache: prompts are left-padded into one batch, prefilled in one
+ * forward pass, then extended one token per step. Sampling (temperature, nucleus/top-p) happens in Java with
+ * a {@link SplittableRandom} seeded per call, so a seed reproduces the output exactly (a training run derives
+ * each call's seed from its own checkpointed random state). A row stops at its first EOS token; the loop
+ * stops when every row has stopped or after {@code maxNewTokens}.
+ */
+public final class Generator {
+    private Generator() {}
+
+    /**
+     * @param maxNewTokens most tokens generated per row
+     * @param temperature  logits are divided by it; {@code <= 0} means greedy (argmax)
+     * @param topP         nucleus sampling: sample from the smallest set of most likely tokens whose probability
+     *                     reaches {@code topP}; 1 disables it
+     * @param seed         seed of the sampling generator
+     * @param eosIds       ids that end a row (e.g. {@code <|im_end|>}, {@code <|endoftext|>})
+     * @param padId        id used for left padding and after a row has stopped
+     */
+    public record Options(int maxNewTokens, double temperature, double topP, long seed, long[] eosIds, long padId) {
+        public Options {
+            if (maxNewTokens < 0) throw new IllegalArgumentException("maxNewTokens must be >= 0");
+            if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("topP must be in (0, 1]");
+            eosIds = eosIds == null ? new long[0] : eosIds.clone();
+        }
+
+        /** Greedy decoding. */
+        public static Options greedy(int maxNewTokens, long[] eosIds, long padId) {
+            return new Options(maxNewTokens, 0, 1, 0, eosIds, padId);
+        }
+    }
+
+    /**
+     * What was generated.
+     *
+     * @param tokens   per row, the new tokens (including the EOS that stopped it, if any)
+     * @param finished per row, whether it stopped at an EOS
+     */
+    public record Result(List<long[]> tokens, boolean[] finished) {}
+
+    /** Generates continuations of {@code prompts} (each non-empty). */
+    public static Result generate(CausalLM model, List<long[]> prompts, Options o) {
+        int b = prompts.size();
+        if (b == 0) return new Result(List.of(), new boolean[0]);
+        int tp = 0;
+        for (long[] p : prompts) {
+            if (p.length == 0) throw new IllegalArgumentException("empty prompt");
+            tp = Math.max(tp, p.length);
+        }
+        long[][] ids = new long[b][tp], mask = new long[b][tp];
+        for (int r = 0; r < b; r++) {
+            long[] p = prompts.get(r);
+            int off = tp - p.length;
+            Arrays.fill(ids[r], 0, off, o.padId());
+            System.arraycopy(p, 0, ids[r], off, p.length);
+            Arrays.fill(mask[r], off, tp, 1);
+        }
+        SplittableRandom rng = new SplittableRandom(o.seed());
+        List<List<Long>> out = new ArrayList<>();
+        for (int r = 0; r < b; r++) out.add(new ArrayList<>());
+        boolean[] finished = new boolean[b];
+        int v = model.config().vocabSize();
+        try (InferenceMode im = new InferenceMode()) {
+            KvCache cache = new KvCache(model.config(), b, tp + Math.max(1, o.maxNewTokens()), model.dtype());
+            long[] next;
+            try (PointerScope s = new PointerScope()) {
+                Tensor logits = model.forward(Tensors.longs(ids), Tensors.longs(mask), cache);
+                next = sample(logits.select(1, tp - 1), o, rng, v);
+            }
+            for (int step = 0; step < o.maxNewTokens(); step++) {
+                long[][] stepIds = new long[b][1], stepMask = new long[b][1];
+                boolean any = false;
+                for (int r = 0; r < b; r++) {
+                    if (finished[r]) {
+                        stepIds[r][0] = o.padId();
+                        continue;
+                    }
+                    out.get(r).add(next[r]);
+                    if (isEos(next[r], o.eosIds())) finished[r] = true;
+                    else any = true;
+                    stepIds[r][0] = next[r];
+                    stepMask[r][0] = 1;
+                }
+                if (!any || step == o.maxNewTokens() - 1) break;
+                try (PointerScope s = new PointerScope()) {
+                    Tensor logits = model.forward(Tensors.longs(stepIds), Tensors.longs(stepMask), cache);
+                    next = sample(logits.select(1, 0), o, rng, v);
+                }
+            }
+        }
+        List<long[]> tokens = new ArrayList<>();
+        for (List<Long> l : out) tokens.add(l.stream().mapToLong(Long::longValue).toArray());
+        return new Result(tokens, finished);
+    }
+
+    private static boolean isEos(long id, long[] eos) {
+        for (long e : eos) if (e == id) return true;
+        return false;
+    }
+
+    /** One token per row from last-position logits [B, V]. */
+    static long[] sample(Tensor last, Options o, SplittableRandom rng, int v) {
+        int b = (int) last.size(0);
+        long[] out = new long[b];
+        if (o.temperature() <= 0) {
+            long[] am = Tensors.toLongs(last.argmax(new org.bytedeco.pytorch.LongOptional(-1), false));
+            System.arraycopy(am, 0, out, 0, b);
+            return out;
+        }
+        Tensor probs = last.to(ScalarType.Float).div(Tensors.scalar(o.temperature())).softmax(-1);
+        if (o.topP() >= 1) {
+            float[] p = Tensors.toFloats(probs);
+            for (int r = 0; r < b; r++) out[r] = draw(p, r * v, v, 1.0, rng);
+            return out;
+        }
+        T_TensorTensor_T sorted = torch.sort(probs, -1, true);
+        float[] sp = Tensors.toFloats(sorted.get0());
+        long[] si = Tensors.toLongs(sorted.get1());
+        for (int r = 0; r < b; r++) {
+            // Keep the smallest prefix of the sorted distribution whose mass reaches topP (at least one token).
+            double cum = 0;
+            int keep = 0;
+            while (keep < v && (keep == 0 || cum < o.topP())) cum += sp[r * v + keep++];
+            int k = draw(sp, r * v, keep, cum, rng);
+            out[r] = si[r * v + k];
+        }
+        return out;
+    }
+
+    /** Index in [0, n) drawn with weights p[off..off+n) of total mass {@code mass}. */
+    private static int draw(float[] p, int off, int n, double mass, SplittableRandom rng) {
+        double u = rng.nextDouble() * mass, c = 0;
+        for (int i = 0; i < n; i++) {
+            c += p[off + i];
+            if (u < c) return i;
+        }
+        for (int i = n - 1; i >= 0; i--) if (p[off + i] > 0) return i;
+        return n - 1;
+    }
+}
