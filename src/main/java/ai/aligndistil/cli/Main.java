@@ -21,6 +21,7 @@ public final class Main {
             usage: aligndistil COMMAND [options]
               demo       the main job (for now: replay a built-in example batch and check it against the reference)
               replay     loss and gradient of a batch dumped to safetensors (replay --help)
+              logits     one forward pass of a Hugging Face model folder, logits to safetensors (logits --help)
               diagnose   what this machine offers: backends, native libraries, CPU code path, GPUs
               test       the whole test suite through Maven (handled by the ./aligndistil launcher)
               version
@@ -49,6 +50,7 @@ public final class Main {
             return switch (cmd) {
                 case "replay" -> ReplayCommand.run(rest, out);
                 case "demo" -> DemoCommand.run(rest, out);
+                case "logits" -> ai.aligndistil.model.LogitsCommand.run(rest, out, err);
                 case "diagnose" -> diagnose(out);
                 case "version", "--version" -> {
                     out.println("aligndistil " + version());
