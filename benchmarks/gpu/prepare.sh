@@ -17,7 +17,11 @@ mvn -q -B -ntp dependency:copy -Dartifact=org.junit.platform:junit-platform-cons
 cp target/aligndistil.jar "$out/lib/"
 # test classes and the few test-scope jars the kernel tests need (JUnit comes with the console launcher)
 cp -r target/test-classes "$out/test-classes"
-"$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,java.management,jdk.management,jdk.unsupported \
+"$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,java.management,java.xml,jdk.management,jdk.unsupported \
   --strip-debug --no-header-files --no-man-pages --compress=zip-9 --output "$out/jdk"
+# the native GPU self-test (double-precision host reference; --bench for timing), linked against the same library
+cmake -S native -B target/native-tests -DCMAKE_BUILD_TYPE=Release -DAD_CPU=OFF -DAD_BUILD_TESTS=ON -DAD_OUTPUT_DIR="$PWD/$out/native" >/dev/null
+cmake --build target/native-tests -j2 --target fdl_cuda_selftest >/dev/null
+cp target/native-tests/fdl_cuda_selftest "$out/native/" 2>/dev/null || find target/native-tests -name fdl_cuda_selftest -type f -exec cp {} "$out/native/" \;
 readelf -S target/native/libaligndistil_cuda.so | grep -q nv_fatbin && echo "prepare: CUDA library has a fatbin: $(grep -a -o -E 'sm_[0-9]+a?' target/native/libaligndistil_cuda.so | sort -u | tr '\n' ' ')"
 du -sh "$out"
