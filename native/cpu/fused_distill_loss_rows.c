@@ -253,6 +253,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
         io->metrics[1] = (Es - logZs) - (Ed - lZd);
     }
 
+    AD_PROF(4);
     /* ------------------------------------------------------------ pass D: gradient */
     /* log p - log q - K = u - c0 with u = s' - (w - M) and c0 = log Z_s - log S + K: every term is small
      * where p matters. Pass D also sums p u and p: the reported K is the direct sum
