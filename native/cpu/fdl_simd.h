@@ -90,6 +90,9 @@ AD_INL uint16_t ad_f2bf_scalar(float f)
 /* ================================================================================================ */
 #include <immintrin.h>
 #define VW 16
+/* AD_KEEP(v): v must be in a vector register here; used on loop accumulators so that register pressure
+ * spills loop-invariant constants (cheap memory operands) rather than loop-carried sums */
+#define AD_KEEP(v) __asm__("" : "+v"(v))
 typedef __m512 VF;
 typedef __mmask16 VM;
 typedef struct { __m512d lo, hi; } DACC;
@@ -180,6 +183,7 @@ AD_INL void vstore(int dt, void* base, int64_t i, VF v)
 /* ================================================================================================ */
 #include <immintrin.h>
 #define VW 8
+#define AD_KEEP(v) __asm__("" : "+x"(v)) /* see the avx512 section */
 typedef __m256 VF;
 typedef __m256 VM;
 typedef struct { __m256d lo, hi; } DACC;
@@ -289,6 +293,7 @@ AD_INL void vstore(int dt, void* base, int64_t i, VF v)
 #else /* AD_ISA_PORTABLE: GCC/Clang generic vectors, any target */
 /* ================================================================================================ */
 #define VW 4
+#define AD_KEEP(v) ((void)0)
 typedef float VF __attribute__((vector_size(16)));
 typedef int32_t VI __attribute__((vector_size(16)));
 typedef VI VM;

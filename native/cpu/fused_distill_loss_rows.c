@@ -143,6 +143,8 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
                 ur = vfma(es, rp, ur);
                 uf = vfma(es, AD_DIFF(d, r), uf);
             }
+            AD_KEEP(zs); AD_KEEP(zd); AD_KEEP(us); AD_KEEP(ud);
+            if (USE_R) { AD_KEEP(zr); AD_KEEP(ur); AD_KEEP(uf); }
         });
         dacc_add(&aZs, zs); dacc_add(&aZd, zd); dacc_add(&aUs, us); dacc_add(&aUd, ud);
         if (USE_R) { dacc_add(&aZr, zr); dacc_add(&aUr, ur); dacc_add(&aUf, uf); }
@@ -176,6 +178,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
                 const VF big = vexp(vmax(xd, xr));
                 const VF em = vexpm1_neg(vnabs(vsub(vsub(vsub(d, r), vcm), vclz))); /* NaN (outside) -> -1, times 0 */
                 tv = vfma(big, em, tv); /* accumulates -|pd - pr| */
+                AD_KEEP(tv);
             });
             dacc_add(&aT, tv);
         }
@@ -276,6 +279,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
             const VF u = vsub(sp, vsub(w, vM));
             pu = vfma(p, u, pu);
             pt = vadd(pt, p);
+            AD_KEEP(pu); AD_KEEP(pt);
             ST(DG, G, vmul(vmul(p, vcg), vsub(u, vc0)));
         });
         dacc_add(&aPU, pu);
