@@ -6,12 +6,14 @@
  *   VF            a vector of VW floats
  *   VM            a lane mask
  *   DACC          a double-precision accumulator a VF is folded into (lane-wise, no horizontal f32 sum)
- *   vexpm1_neg    e^x - 1 for x <= 0, same reduction; (2^n - 1) + 2^n (e^r - 1) keeps its relative accuracy
+ *   vexpm1_neg    e^x - 1 for x <= 0, two-constant reduction and the degree-6 polynomial; (2^n - 1) + 2^n (e^r - 1) keeps its relative accuracy
  *                 near 0 (used for |pd - pr| = max(pd, pr) (1 - e^-|delta|) in the tvd)
- *   vexp          e^x: range reduction by ln2 (two-constant Cody-Waite), degree-6 polynomial fitted for
- *                 relative error on [-ln2/2, ln2/2] (max 1.6 half-ulp in f32 Horner), 2^n by exponent
- *                 arithmetic. x is clamped to [-150, 88]: every x <= -150 (also -inf) gives exactly 0, no NaN.
- *                 Results below 2^-126 are flushed to 0 on the avx2 / portable paths (gradual on avx512).
+ *   vexp          e^x for x <= 88 (the kernel only takes exps of values <= 0): n = round(x / ln2), one fma
+ *                 reduction r = x - n ln2 (two constants without fma), degree-5 polynomial fitted for relative
+ *                 error on [-ln2/2, ln2/2] (max 1.7e-7, mean -1.8e-8), 2^n by exponent arithmetic. x is
+ *                 clamped below at -150, so x <= -150, -inf and NaN all give exactly +0. Results below 2^-126
+ *                 are flushed to 0 on the avx2 / portable paths (gradual underflow on avx512).
+ *   vmax(a, c)    x86 MAXPS semantics on every path: a NaN first operand returns c (the kernel relies on it).
  *   vload(dt,..)  loads VW logits of dtype dt and widens them to f32 (bf16: shift; f16: F16C / scalar)
  *   vstore(dt,..) narrows with round-to-nearest-even (grad values are finite; NaN is not special-cased in
  *                 the vector bf16 path)
@@ -36,7 +38,13 @@
 #define AD_EXP_C5 0x1.126782p-7f
 #define AD_EXP_C6 0x1.6ae728p-10f
 #define AD_EXP_LO (-150.0f)
-#define AD_EXP_HI 88.0f
+#define AD_LN2    0x1.62e430p-1f     /* ln 2 in f32 (error 1.9e-9): single-step reduction where an fma is exact */
+/* degree-5 polynomial of vexp (c0 = 1): max relative error 1.7e-7 on [-ln2/2, ln2/2], mean -1.8e-8 */
+#define AD_E5_C1  0x1.fffff6p-1f
+#define AD_E5_C2  0x1.fffdc6p-2f
+#define AD_E5_C3  0x1.555a6ap-3f
+#define AD_E5_C4  0x1.573a56p-5f
+#define AD_E5_C5  0x1.0fa830p-7f
 #define AD_MAGIC  0x1.8p23f           /* adding it rounds |t| < 2^22 to an integer held in the low mantissa bits */
 
 /* ---------------------------------------------------------------- scalar f16 / bf16 conversions */
@@ -82,6 +90,9 @@ AD_INL uint16_t ad_f2bf_scalar(float f)
 /* ================================================================================================ */
 #include <immintrin.h>
 #define VW 16
+/* AD_KEEP(v): v must be in a vector register here; used on loop accumulators so that register pressure
+ * spills loop-invariant constants (cheap memory operands) rather than loop-carried sums */
+#define AD_KEEP(v) __asm__("" : "+v"(v))
 typedef __m512 VF;
 typedef __mmask16 VM;
 typedef struct { __m512d lo, hi; } DACC;
@@ -110,15 +121,13 @@ AD_INL unsigned vbadbits(VF s, VF d, VF r)
 }
 AD_INL VF vexp(VF x)
 {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(AD_EXP_LO)), _mm512_set1_ps(AD_EXP_HI));
+    x = _mm512_max_ps(x, _mm512_set1_ps(AD_EXP_LO)); /* also NaN -> AD_EXP_LO (max returns its 2nd operand) */
     const VF n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(AD_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    VF r = _mm512_fnmadd_ps(n, _mm512_set1_ps(AD_LN2HI), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(AD_LN2LO), r);
-    VF p = _mm512_fmadd_ps(_mm512_set1_ps(AD_EXP_C6), r, _mm512_set1_ps(AD_EXP_C5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AD_EXP_C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AD_EXP_C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AD_EXP_C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const VF r = _mm512_fnmadd_ps(n, _mm512_set1_ps(AD_LN2), x);
+    VF p = _mm512_fmadd_ps(_mm512_set1_ps(AD_E5_C5), r, _mm512_set1_ps(AD_E5_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AD_E5_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AD_E5_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AD_E5_C1));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);   /* p * 2^n; n <= -150 underflows to +0 */
 }
@@ -138,7 +147,6 @@ AD_INL VF vexpm1_neg(VF x)
     const VF sc = _mm512_scalef_ps(_mm512_set1_ps(1.0f), n);             /* 2^n */
     return _mm512_fmadd_ps(sc, em, _mm512_sub_ps(sc, _mm512_set1_ps(1.0f)));
 }
-AD_INL VF vnan0(VF a) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a); }
 AD_INL VF vnabs(VF a) { return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u))); }
 AD_INL DACC dacc_zero(void) { DACC a; a.lo = _mm512_setzero_pd(); a.hi = _mm512_setzero_pd(); return a; }
 AD_INL void dacc_add(DACC* a, VF v)
@@ -175,6 +183,7 @@ AD_INL void vstore(int dt, void* base, int64_t i, VF v)
 /* ================================================================================================ */
 #include <immintrin.h>
 #define VW 8
+#define AD_KEEP(v) __asm__("" : "+x"(v)) /* see the avx512 section */
 typedef __m256 VF;
 typedef __m256 VM;
 typedef struct { __m256d lo, hi; } DACC;
@@ -210,16 +219,14 @@ AD_INL unsigned vbadbits(VF s, VF d, VF r)
 }
 AD_INL VF vexp(VF x)
 {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(AD_EXP_LO)), _mm256_set1_ps(AD_EXP_HI));
+    x = _mm256_max_ps(x, _mm256_set1_ps(AD_EXP_LO)); /* also NaN -> AD_EXP_LO (max returns its 2nd operand) */
     const VF t = _mm256_fmadd_ps(x, _mm256_set1_ps(AD_LOG2E), _mm256_set1_ps(AD_MAGIC));   /* n in low bits */
     const VF n = _mm256_sub_ps(t, _mm256_set1_ps(AD_MAGIC));
-    VF r = _mm256_fnmadd_ps(n, _mm256_set1_ps(AD_LN2HI), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(AD_LN2LO), r);
-    VF p = _mm256_fmadd_ps(_mm256_set1_ps(AD_EXP_C6), r, _mm256_set1_ps(AD_EXP_C5));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AD_EXP_C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AD_EXP_C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AD_EXP_C2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const VF r = _mm256_fnmadd_ps(n, _mm256_set1_ps(AD_LN2), x);
+    VF p = _mm256_fmadd_ps(_mm256_set1_ps(AD_E5_C5), r, _mm256_set1_ps(AD_E5_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AD_E5_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AD_E5_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AD_E5_C1));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     /* biased exponent n + 127 = bits(t) - bits(MAGIC) + 127, clamped at 0 (=> scale +0 for n < -126) */
     __m256i e = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4b400000 - 127));
@@ -245,7 +252,6 @@ AD_INL VF vexpm1_neg(VF x)
     const VF sc = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));        /* 2^n, 0 below 2^-126 */
     return _mm256_fmadd_ps(sc, em, _mm256_sub_ps(sc, _mm256_set1_ps(1.0f)));
 }
-AD_INL VF vnan0(VF a) { return _mm256_and_ps(a, _mm256_cmp_ps(a, a, _CMP_ORD_Q)); }
 AD_INL VF vnabs(VF a) { return _mm256_or_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))); }
 AD_INL DACC dacc_zero(void) { DACC a; a.lo = _mm256_setzero_pd(); a.hi = _mm256_setzero_pd(); return a; }
 AD_INL void dacc_add(DACC* a, VF v)
@@ -287,6 +293,7 @@ AD_INL void vstore(int dt, void* base, int64_t i, VF v)
 #else /* AD_ISA_PORTABLE: GCC/Clang generic vectors, any target */
 /* ================================================================================================ */
 #define VW 4
+#define AD_KEEP(v) ((void)0)
 typedef float VF __attribute__((vector_size(16)));
 typedef int32_t VI __attribute__((vector_size(16)));
 typedef VI VM;
@@ -299,8 +306,9 @@ AD_INL VF vadd(VF a, VF b) { return a + b; }
 AD_INL VF vsub(VF a, VF b) { return a - b; }
 AD_INL VF vmul(VF a, VF b) { return a * b; }
 AD_INL VF vfma(VF a, VF b, VF c) { return a * b + c; }
-AD_INL VF vmax(VF a, VF b) { return vsel(b > a, a, b); }
-AD_INL VF vmin(VF a, VF b) { return vsel(b < a, a, b); }
+/* x86 semantics: (a > b) ? a : b, so a NaN first operand gives the second */
+AD_INL VF vmax(VF a, VF b) { return vsel(a > b, b, a); }
+AD_INL VF vmin(VF a, VF b) { return vsel(a < b, b, a); }
 AD_INL VF vabs(VF a) { return (VF)((VI)a & 0x7fffffff); }
 AD_INL float vhmax(VF a)
 {
@@ -328,16 +336,15 @@ AD_INL unsigned vbadbits(VF s, VF d, VF r)
 }
 AD_INL VF vexp(VF x)
 {
-    x = vmin(vmax(x, vset(AD_EXP_LO)), vset(AD_EXP_HI));
+    x = vmax(x, vset(AD_EXP_LO));
     const VF t = x * vset(AD_LOG2E) + vset(AD_MAGIC);
     const VF n = t - vset(AD_MAGIC);
-    VF r = x - n * vset(AD_LN2HI);
+    VF r = x - n * vset(AD_LN2HI); /* no fma here: two-constant reduction with an exact first product */
     r = r - n * vset(AD_LN2LO);
-    VF p = vset(AD_EXP_C6) * r + vset(AD_EXP_C5);
-    p = p * r + vset(AD_EXP_C4);
-    p = p * r + vset(AD_EXP_C3);
-    p = p * r + vset(AD_EXP_C2);
-    p = p * r + vset(1.0f);
+    VF p = vset(AD_E5_C5) * r + vset(AD_E5_C4);
+    p = p * r + vset(AD_E5_C3);
+    p = p * r + vset(AD_E5_C2);
+    p = p * r + vset(AD_E5_C1);
     p = p * r + vset(1.0f);
     VI e = (VI)t - (0x4b400000 - 127);
     e = e & (e > 0);
@@ -362,7 +369,6 @@ AD_INL VF vexpm1_neg(VF x)
     const VF sc = (VF)(e << 23);
     return sc * em + (sc - vset(1.0f));
 }
-AD_INL VF vnan0(VF a) { return (VF)((VI)a & (a == a)); }
 AD_INL VF vnabs(VF a) { return (VF)((VI)a | (int32_t)0x80000000u); }
 AD_INL DACC dacc_zero(void) { DACC a; for (int k = 0; k < VW; k++) a.v[k] = 0.0; return a; }
 AD_INL void dacc_add(DACC* a, VF v) { for (int k = 0; k < VW; k++) a->v[k] += (double)v[k]; }

@@ -31,7 +31,14 @@
 #define AD_CAT(a, b) AD_CAT_(a, b)
 #define AD_ROW_ENTRY AD_CAT(ad_fdl_row, AD_ISA_SUFFIX)
 
-#define AD_BLK 512 /* columns per f32 accumulation block; a multiple of VW */
+#ifndef AD_PROF
+#define AD_PROF(k) /* profiling hook between passes (bench builds only) */
+#endif
+
+/* Columns per f32 accumulation block: 32 vectors, so a lane adds at most 32 terms in f32 before the block
+ * is folded into f64 (the rounding after one dominant term, e.g. the max column of a peaked softmax, is
+ * what limits log Z and hence a small tvd). */
+#define AD_BLK (32 * VW)
 
 /* Runs the body for every vector of [B0, B1): full vectors, then one partial vector (tail_ = 1). Inside
  * the body i_ is the first column, LD(dt, base) loads, ST(dt, base, v) stores. */
@@ -67,6 +74,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
     const void* const D = io->d;
     const void* const R = io->r;
 
+    AD_PROF(0);
     /* ------------------------------------------------------------ pass 0: maxima + validity */
     VF ms = vset(-INFINITY), md = ms, mr = ms;
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
@@ -107,8 +115,10 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
     const VF vcls = vset(-P->clamp_student), vclt = vset(-P->clamp_teacher), vclt_pos = vset(P->clamp_teacher);
     /* diff = d' - r' = (d - r) - (m_d - m_r): d - r is exact when the teachers are close */
     const VF vcm = vset(m_d - m_r);
-#define AD_DIFF(d, r) vmin(vmax(vsub(vnan0(vsub((d), (r))), vcm), vclt), vclt_pos)
+/* (-inf) - (-inf) = NaN outside the vocabulary: vmax(NaN, c) = c keeps it finite there */
+#define AD_DIFF(d, r) vmin(vmax(vsub(vsub((d), (r)), vcm), vclt), vclt_pos)
 
+    AD_PROF(1);
     /* ------------------------------------------------------------ pass A: partition functions, U sums */
     DACC aZs = dacc_zero(), aZd = dacc_zero(), aZr = dacc_zero();
     DACC aUs = dacc_zero(), aUd = dacc_zero(), aUr = dacc_zero(), aUf = dacc_zero();
@@ -133,6 +143,8 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
                 ur = vfma(es, rp, ur);
                 uf = vfma(es, AD_DIFF(d, r), uf);
             }
+            AD_KEEP(zs); AD_KEEP(zd); AD_KEEP(us); AD_KEEP(ud);
+            if (USE_R) { AD_KEEP(zr); AD_KEEP(ur); AD_KEEP(uf); }
         });
         dacc_add(&aZs, zs); dacc_add(&aZd, zd); dacc_add(&aUs, us); dacc_add(&aUd, ud);
         if (USE_R) { dacc_add(&aZr, zr); dacc_add(&aUr, ur); dacc_add(&aUf, uf); }
@@ -141,15 +153,19 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
     const double Zr = USE_R ? dacc_sum(aZr) : 1.0, Ur = USE_R ? dacc_sum(aUr) : 0.0, Uf = USE_R ? dacc_sum(aUf) : 0.0;
     const double lZd = log(Zd), lZr = log(Zr);
 
+    AD_PROF(2);
     /* ------------------------------------------------------------ weight alpha (pass B when adaptive) */
     const int variant = P->variant;
     double alpha;
     if (variant == AD_VARIANT_ALIGNDISTIL || variant == AD_VARIANT_ADAPTIVE) {
-        /* |pd - pr| = max(pd, pr) (1 - e^-|delta|), delta = log pd - log pr = (d - r) - c_tv: accurate
+        /* |pd - pr| = max(pd, pr) (1 - e^-|delta|), delta = log pd - log pr: accurate
          * relative to the difference itself, so close teachers keep the digits of a small tvd, and
          * identical teachers give exactly 0. */
         const VF vlzd = vset((float)lZd), vlzr = vset((float)lZr);
-        const VF vctv = vset((float)(((double)m_d - (double)m_r) + (lZd - lZr)));
+        /* delta = ((d - r) - (m_d - m_r)) - (log Z_d - log Z_r): two constants, so that the small second
+         * one keeps its digits when the maxima are far apart (the first matches d - r bit for bit at a
+         * column holding both maxima) */
+        const VF vclz = vset((float)(lZd - lZr));
         DACC aT = dacc_zero();
         for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
             const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
@@ -160,8 +176,9 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
                 const VF xd = vsub(vmax(vsub(d, vmd), vclt), vlzd);
                 const VF xr = vsub(vmax(vsub(r, vmr), vclt), vlzr);
                 const VF big = vexp(vmax(xd, xr));
-                const VF em = vexpm1_neg(vnabs(vsub(vnan0(vsub(d, r)), vctv)));
+                const VF em = vexpm1_neg(vnabs(vsub(vsub(vsub(d, r), vcm), vclz))); /* NaN (outside) -> -1, times 0 */
                 tv = vfma(big, em, tv); /* accumulates -|pd - pr| */
+                AD_KEEP(tv);
             });
             dacc_add(&aT, tv);
         }
@@ -186,6 +203,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
     const float it_f = (float)(1.0 / T), ct_f = (float)(cdiff / T);
     const VF viT = vset(it_f), vcT = vset(ct_f);
 
+    AD_PROF(3);
     /* ------------------------------------------------------------ pass C: LSE* = M + log S of w */
     double M = -INFINITY, Ssum = 0.0;
     {
@@ -222,12 +240,10 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
     const double logZs = log(Zs);
     const double Es = Us / Zs;                                   /* E_p[s'] */
     const double Ew = ((double)it_f * Ud + (double)ct_f * Uf) / Zs; /* E_p[w] */
-    double K = (Es - logZs) - ((Ew - M) - logS);
-    if (K < 0.0 && K > -1e-12) K = 0.0; /* rounding noise of an exact zero; larger negatives are kept */
+    const double K = (Es - logZs) - ((Ew - M) - logS); /* used by the gradient */
 
     io->alpha = alpha;
     io->coef = coef;
-    io->kl = K;
     if (P->want_metrics) {
         const double Ed = Ud / Zs, Er = Ur / Zs;
         if (USE_R) {
@@ -240,22 +256,40 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
         io->metrics[1] = (Es - logZs) - (Ed - lZd);
     }
 
+    AD_PROF(4);
     /* ------------------------------------------------------------ pass D: gradient */
-    /* log p - log q - K = s' - (w - M) - (log Z_s - log S + K): every term small where p matters */
+    /* log p - log q - K = u - c0 with u = s' - (w - M) and c0 = log Z_s - log S + K: every term is small
+     * where p matters. Pass D also sums p u and p: the reported K is the direct sum
+     * sum p (log p - log q) = sum p u - (log Z_s - log S) sum p over the very values the gradient used
+     * (the estimate above differs from it by rounding only: an f32 ulp of w weighted by p). */
     const double cg = coef * io->row_scale * P->inv_ts;
     const VF vlzs = vset((float)logZs), vc0 = vset((float)(logZs - logS + K)), vcg = vset((float)cg);
     const VF vM = vset((float)M);
     void* const G = io->g;
-    AD_LOOP(0, V, {
-        const VF sp = vmax(vmul(vsub(LD(DS, S), vms), vits), vcls);
-        const VF d = LD(DD, D);
-        VF w = vmul(vmax(vsub(d, vmd), vclt), viT);
-        if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
-        const VF p = vexp(vsub(sp, vlzs));
-        const VF g = vmul(vmul(p, vcg), vsub(vsub(sp, vsub(w, vM)), vc0));
-        ST(DG, G, g);
-    });
+    DACC aPU = dacc_zero(), aP = dacc_zero();
+    for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
+        const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
+        VF pu = vzero(), pt = vzero();
+        AD_LOOP(b0, b1, {
+            const VF sp = vmax(vmul(vsub(LD(DS, S), vms), vits), vcls);
+            const VF d = LD(DD, D);
+            VF w = vmul(vmax(vsub(d, vmd), vclt), viT);
+            if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
+            const VF p = vexp(vsub(sp, vlzs));
+            const VF u = vsub(sp, vsub(w, vM));
+            pu = vfma(p, u, pu);
+            pt = vadd(pt, p);
+            AD_KEEP(pu); AD_KEEP(pt);
+            ST(DG, G, vmul(vmul(p, vcg), vsub(u, vc0)));
+        });
+        dacc_add(&aPU, pu);
+        dacc_add(&aP, pt);
+    }
+    double Kd = dacc_sum(aPU) - (logZs - logS) * dacc_sum(aP);
+    if (Kd < 0.0 && Kd > -1e-12) Kd = 0.0; /* rounding noise of an exact zero; larger negatives are kept */
+    io->kl = Kd;
 #undef AD_DIFF
+    AD_PROF(5);
     return AD_OK;
 }
 

@@ -2,7 +2,7 @@
  * fdl_cpu_selftest.c: checks ad_fdl_cpu against a plain double-precision reference, and benchmarks it.
  *
  *   fdl_cpu_selftest            all tests on every ISA path this CPU can run (exit status 0 = pass)
- *   fdl_cpu_selftest --quick    fewer / smaller random cases
+ *   fdl_cpu_selftest --quick    fewer / smaller random cases (--seed N: another set of random cases)
  *   fdl_cpu_selftest --bench    V = 151936, 64 tokens, f32 and bf16, 1 and 2 threads: ns per element per thread
  *
  * The reference is written independently of the kernel: straightforward loops over log_softmax in double,
@@ -387,7 +387,7 @@ static void fail(const char* what, const char* ctx)
 }
 
 /* Compares the library's outputs (already computed in D) with R. */
-static void compare(const tdata* D, const ref_all* R, double tol, double gtol, const char* ctx, double* worst_g)
+static void compare(const tdata* D, const ref_all* R, const double tol0, const double gtol0, const char* ctx, double* worst_g)
 {
     const ad_fdl_problem* p = &D->pb;
     const int64_t B = p->batch, T = p->seq, V = p->vocab;
@@ -395,15 +395,24 @@ static void compare(const tdata* D, const ref_all* R, double tol, double gtol, c
     for (int64_t f = 0; f < B * T; f++) {
         const int64_t b = f / T, t = f % T;
         const ref_row_out* o = &R->rows[f];
+        double tol = tol0, gtol = gtol0;
         const int sel = R->selected[f];
         const double w_want = sel ? o->alpha : 0, tl_want = sel ? o->coef * o->K : 0;
+        /* alpha = beta2 tvd + eps is ill-conditioned when tvd is small: with f32 probabilities the tvd is
+         * known to about 2^-22 absolute (the normalisers Z_d, Z_r are f32 lane sums folded into f64; the
+         * lane holding a dominant term rounds every later addition to its ulp), so coef = beta/alpha and
+         * everything scaled by it may be off by beta2 2^-21 / alpha relative (a 2x margin) */
+        const double cond = sel && (p->variant == AD_VARIANT_ALIGNDISTIL || p->variant == AD_VARIANT_ADAPTIVE)
+                          ? p->beta2 * 0x1p-21 / o->alpha : 0.0;
+        tol += cond;
+        gtol += cond;
         g_checks++;
         if (!close_enough(D->w[f], w_want, tol)) {
             snprintf(buf, sizeof buf, "weight row %lld: got %.9g want %.9g", (long long)f, D->w[f], w_want);
             fail(buf, ctx);
         }
         if (!close_enough(D->tl[f], tl_want, tol)) {
-            snprintf(buf, sizeof buf, "token_loss row %lld: got %.9g want %.9g (K %.6g coef %.6g)", (long long)f, D->tl[f], tl_want, o->K, o->coef);
+            snprintf(buf, sizeof buf, "token_loss row %lld: got %.9g want %.9g (K %.6g coef %.6g; weight got %.9g want %.9g)", (long long)f, D->tl[f], tl_want, o->K, o->coef, D->w[f], w_want);
             fail(buf, ctx);
         }
         if (p->metrics)
@@ -490,7 +499,11 @@ static void run_case(const tcase* c, int threads, const char* isa)
         snprintf(b, sizeof b, "status: got %d (st %lld) want %d", rc, (long long)st.code, R.code);
         fail(b, ctx);
     } else if (rc == AD_OK) {
-        if (!close_enough(st.loss, R.loss, tol)) {
+        double lcond = 0; /* see compare(): alpha's conditioning, worst selected row */
+        if (c->variant == AD_VARIANT_ALIGNDISTIL || c->variant == AD_VARIANT_ADAPTIVE)
+            for (int64_t f = 0; f < (int64_t)c->B * c->T; f++)
+                if (R.selected[f] && R.rows[f].alpha > 0) lcond = fmax(lcond, c->beta2 * 0x1p-21 / R.rows[f].alpha);
+        if (!close_enough(st.loss, R.loss, tol + lcond)) {
             char b[200];
             snprintf(b, sizeof b, "loss: got %.12g want %.12g", st.loss, R.loss);
             fail(b, ctx);
@@ -597,7 +610,7 @@ static void fd_check(const char* isa)
                 for (int64_t v = 0; v < c.V; v++) {
                     const int64_t idx = b * D.sb + t * D.st + v;
                     const float orig = s[idx];
-                    const double h = 1e-2;
+                    const double h = 1e-4;
                     double lp[2];
                     for (int k = 0; k < 2; k++) {
                         /* the reference reads the student as f32: evaluate it on a double copy instead */
@@ -641,8 +654,8 @@ static void fd_check(const char* isa)
         char ctx[96];
         snprintf(ctx, sizeof ctx, "%s fd %s", isa, varn(variant));
         g_checks++;
-        /* central differences with h = 1e-2 on tempered/extrapolated softmaxes: O(h^2) ~ 1e-4 relative */
-        if (worst > 2e-3) { char b[96]; snprintf(b, sizeof b, "fd rel err %.3g", worst); fail(b, ctx); }
+        /* central differences (h = 1e-4, O(h^2) truncation) of the double reference vs the f32 kernel grad */
+        if (worst > 5e-4) { char b[96]; snprintf(b, sizeof b, "fd rel err %.3g", worst); fail(b, ctx); }
         if (g_verbose) fprintf(stderr, "%s: worst fd rel err %.3g\n", ctx, worst);
         free_data(&D);
     }
@@ -895,6 +908,7 @@ static void bench(int reps)
 int main(int argc, char** argv)
 {
     int quick = 0, do_bench = 0, reps = 9;
+    uint64_t seed = 0x1234567ull;
     const char* only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
@@ -902,7 +916,8 @@ int main(int argc, char** argv)
         else if (!strcmp(argv[i], "-v")) g_verbose = 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: %s [--quick] [--bench [--reps N]] [--isa avx512|avx2|portable] [-v]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 0);
+        else { fprintf(stderr, "usage: %s [--quick] [--seed N] [--bench [--reps N]] [--isa avx512|avx2|portable] [-v]\n", argv[0]); return 2; }
     }
     if (reps < 1) reps = 1;
     if (reps > 64) reps = 64;
@@ -922,7 +937,7 @@ int main(int argc, char** argv)
         }
         const int f0 = g_fail, c0 = g_checks;
         const double t0 = now_s();
-        g_rng = 0x1234567ull + (uint64_t)k;
+        g_rng = seed; /* the same cases on every ISA path */
         fd_check(isas[k]);
         error_cases(isas[k]);
         thread_consistency(isas[k]);
