@@ -23,7 +23,7 @@ final class CudaBatch implements AutoCloseable {
     private final MemorySegment[] staged = new MemorySegment[8];
 
     CudaBatch(FusedDistillLoss.Batch x) {
-        Backends.logOnce(Backend.CUDA, "explicit");
+        Backends.logOnce(Backend.CUDA, x.op().backend() == Backend.CUDA ? "explicit" : "device memory");
         this.x = x;
         this.dLoss = NativeCuda.malloc(8);
         this.dStatus = NativeCuda.malloc(32);

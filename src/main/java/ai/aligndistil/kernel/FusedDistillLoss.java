@@ -52,8 +52,9 @@ public final class FusedDistillLoss {
     }
 
     /**
-     * The loss on the automatically chosen host backend: {@code -Daligndistil.backend=reference|cpu|cuda} if
-     * set, else the native CPU library, else the Java reference. The choice is logged once per process.
+     * The loss on the automatically chosen backend: for host memory {@code -Daligndistil.backend=reference|cpu|cuda}
+     * if set, else the native CPU library, else the Java reference; device memory ({@link Batch#runOnDevice(long)})
+     * always runs on CUDA. The choice is logged once per process.
      */
     public static FusedDistillLoss create(LossConfig config) {
         return new FusedDistillLoss(config, Backends.hostDefault());
@@ -236,7 +237,8 @@ public final class FusedDistillLoss {
          * the stream gets there; {@link #synchronize(long)} waits, checks and returns the loss.
          */
         public void runOnDevice(long stream) {
-            if (op.backend != Backend.CUDA) throw new IllegalStateException("runOnDevice needs the cuda backend (this loss uses " + op.backend + ")");
+            // Device memory always means the CUDA backend, whatever the host default of this loss is.
+            if (!NativeCuda.available()) throw new IllegalStateException("device memory needs the cuda backend, which is unavailable: " + NativeCuda.problem());
             validate(false);
             if (cuda == null) cuda = new CudaBatch(this);
             fillProblem();
