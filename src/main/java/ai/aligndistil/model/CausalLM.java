@@ -49,6 +49,8 @@ public final class CausalLM extends Module {
     /** RoPE inverse frequencies, float32 [headDim / 2]. */
     private final Tensor invFreq;
     private boolean frozen;
+    /** The file mapping the weights point into (zero-copy loads), or null when the model owns its weights. */
+    private final AutoCloseable backing;
 
     private record Layer(Tensor inNorm, Tensor q, Tensor qb, Tensor k, Tensor kb, Tensor v, Tensor vb, Tensor o, Tensor ob,
                          Tensor postNorm, Tensor gate, Tensor up, Tensor down) {}
@@ -60,6 +62,15 @@ public final class CausalLM extends Module {
      *              (norms then run in float64), meant for gradient checks
      */
     public CausalLM(ModelConfig config, ScalarType dtype) {
+        this(config, dtype, null, null);
+    }
+
+    /**
+     * A model over existing weight tensors (by Hugging Face name, all of {@code dtype}), used by
+     * {@link HfCheckpoint#loadMapped}: the model is frozen and keeps {@code backing} (the file mapping the
+     * tensors point into) reachable for its whole life.
+     */
+    CausalLM(ModelConfig config, ScalarType dtype, Map<String, Tensor> weights, AutoCloseable backing) {
         super(config.architecture());
         TorchRuntime.init();
         if (dtype.value != ScalarType.Float.value && dtype.value != ScalarType.BFloat16.value && dtype.value != ScalarType.Double.value)
@@ -68,11 +79,14 @@ public final class CausalLM extends Module {
         this.dtype = dtype;
         Map<String, long[]> shapes = parameterShapes(config);
         for (Map.Entry<String, long[]> e : shapes.entrySet()) {
-            Tensor t = Tensors.empty(dtype, e.getValue());
+            Tensor t = weights == null ? Tensors.empty(dtype, e.getValue()) : weights.get(e.getKey());
+            if (t == null) throw new IllegalArgumentException("no tensor for " + e.getKey());
             // Keep our own handle: register_parameter's return value dangles (libtorch-presets.md, gotcha 1).
-            register_parameter(e.getKey().replace('.', '_'), t, true);
+            register_parameter(e.getKey().replace('.', '_'), t, weights == null);
             params.put(e.getKey(), t);
         }
+        this.backing = backing;
+        this.frozen = weights != null;
         embed = params.get("model.embed_tokens.weight");
         finalNorm = params.get("model.norm.weight");
         lmHead = config.tieWordEmbeddings() ? embed : params.get("lm_head.weight");
@@ -147,6 +161,7 @@ public final class CausalLM extends Module {
      * {@link RandomCheckpoint}.
      */
     public CausalLM initRandom(long seed, double std) {
+        if (backing != null) throw new IllegalStateException("the weights of a memory-mapped model are read-only");
         torch.manual_seed(seed);
         try (NoGradGuard g = new NoGradGuard()) {
             for (Map.Entry<String, Tensor> e : params.entrySet()) {
@@ -166,6 +181,12 @@ public final class CausalLM extends Module {
     }
 
     public boolean isFrozen() { return frozen; }
+
+    /**
+     * Whether the weights point into a read-only file mapping ({@link HfCheckpoint#loadMapped}); such a model
+     * must never be written to (no optimizer, no {@link #initRandom}).
+     */
+    public boolean isMapped() { return backing != null; }
 
     /** Sets every parameter's gradient to undefined (cheaper than zeroing). */
     public void zeroGrad() {

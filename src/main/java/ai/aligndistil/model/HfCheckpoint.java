@@ -65,6 +65,7 @@ public final class HfCheckpoint {
      *              so, else float32
      */
     public static CausalLM load(Path dir, ScalarType dtype) throws IOException {
+        TorchRuntime.init();
         ModelConfig config = ModelConfig.read(dir);
         if (dtype == null) dtype = "bfloat16".equals(config.torchDtype()) ? ScalarType.BFloat16 : ScalarType.Float;
         List<Safetensors.Reader> readers = openAll(dir);
@@ -93,6 +94,47 @@ public final class HfCheckpoint {
             return model;
         } finally {
             for (Safetensors.Reader r : readers) r.close();
+        }
+    }
+
+    /**
+     * Loads a folder <i>without copying the weights</i>: every parameter is a {@code from_blob} view of the
+     * read-only memory mapping of the safetensors files, which stays open for the model's lifetime. The model
+     * is frozen (no gradients) and its dtype is the files' dtype (all tensors must share one: F32 or BF16).
+     * Meant for the frozen reference models of a run, under {@code InferenceMode}: their weights then cost page
+     * cache, not private memory, and load in milliseconds. Writing to such a model crashes the process, so it
+     * must never be given to an optimizer.
+     */
+    public static CausalLM loadMapped(Path dir) throws IOException {
+        TorchRuntime.init();
+        ModelConfig config = ModelConfig.read(dir);
+        List<Safetensors.Reader> readers = openAll(dir);
+        boolean ok = false;
+        try {
+            Map<String, Safetensors.Reader> where = new LinkedHashMap<>();
+            for (Safetensors.Reader r : readers) for (String name : r.tensors().keySet()) where.put(name, r);
+            Map<String, long[]> expected = CausalLM.parameterShapes(config);
+            validate(dir, config, expected, where);
+            Safetensors.DType fileType = null;
+            Map<String, Tensor> weights = new LinkedHashMap<>();
+            for (String name : expected.keySet()) {
+                Safetensors.Reader r = where.get(name);
+                Safetensors.TensorInfo info = r.info(name);
+                if (info.dtype() != Safetensors.DType.F32 && info.dtype() != Safetensors.DType.BF16)
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + "; a mapped load needs F32 or BF16");
+                if (fileType == null) fileType = info.dtype();
+                else if (fileType != info.dtype())
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + " but earlier tensors are " + fileType + "; a mapped load needs one dtype");
+                weights.put(name, torch.from_blob(Tensors.pointer(r.segment(name).address()), info.shape(), Tensors.options(Tensors.torchType(info.dtype()))));
+            }
+            List<Safetensors.Reader> keep = List.copyOf(readers);
+            CausalLM m = new CausalLM(config, Tensors.torchType(fileType), weights, () -> {
+                for (Safetensors.Reader r : keep) r.close();
+            });
+            ok = true;
+            return m;
+        } finally {
+            if (!ok) for (Safetensors.Reader r : readers) r.close();
         }
     }
 

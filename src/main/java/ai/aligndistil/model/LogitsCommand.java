@@ -68,6 +68,7 @@ public final class LogitsCommand {
                 if (id < 0 || id >= config.vocabSize())
                     throw new IllegalArgumentException("token id " + id + " is outside the vocabulary [0, " + config.vocabSize() + ")");
             RUNTIME_LOG.setLevel(Level.WARNING);
+            TorchRuntime.init();
             CausalLM model = HfCheckpoint.load(a.model(), a.dtype());
             int t = ids.length, v = config.vocabSize();
             try (PointerScope s = new PointerScope(); InferenceMode im = new InferenceMode()) {

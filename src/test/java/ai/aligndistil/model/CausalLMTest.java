@@ -105,6 +105,25 @@ class CausalLMTest {
     }
 
     @Test
+    void mappedLoadIsFrozenAndGivesTheSameLogits() throws IOException {
+        CausalLM m = TinyModels.random(TinyModels.qwen2(V, 2), 14, ScalarType.Float);
+        Path dir = tmp.resolve("mapped");
+        HfCheckpoint.save(m, dir, ScalarType.BFloat16);
+        CausalLM copied = HfCheckpoint.load(dir);
+        CausalLM mapped = HfCheckpoint.loadMapped(dir);
+        assertTrue(mapped.isMapped() && mapped.isFrozen() && !copied.isMapped());
+        assertTrue(Tensors.is(mapped.namedParameters().get("model.norm.weight"), ScalarType.BFloat16));
+        assertTrue(!mapped.namedParameters().get("model.embed_tokens.weight").requires_grad());
+        float[] a, b;
+        try (PointerScope s = new PointerScope()) {
+            a = Tensors.toFloats(copied.forwardInference(Tensors.longs(IDS), Tensors.longs(MASK)));
+            b = Tensors.toFloats(mapped.forwardInference(Tensors.longs(IDS), Tensors.longs(MASK)));
+        }
+        assertArrayEquals(a, b);
+        assertThrows(IllegalStateException.class, () -> mapped.initRandom(1, 0.1));
+    }
+
+    @Test
     void bf16SaveAndLoad() throws IOException {
         CausalLM m = TinyModels.random(TinyModels.qwen2(V, 2), 5, ScalarType.Float);
         Path dir = tmp.resolve("bf16");
