@@ -6,6 +6,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.DoubleOptional;
 import org.bytedeco.pytorch.GeneratorOptional;
 import org.bytedeco.pytorch.InferenceMode;
@@ -259,11 +260,31 @@ public final class CausalLM extends Module {
         }
 
         Tensor x = torch.embedding(embed, ids);
-        for (int l = 0; l < layers.length; l++) x = layer(l, x, cos, sin, attnMask, cache, past);
+        for (int l = 0; l < layers.length; l++) x = layerInOwnScope(l, x, cos, sin, attnMask, cache, past);
         x = rmsNorm(x, finalNorm);
         Tensor logits = torch.linear(x, lmHead);
         if (cache != null) cache.advance(t);
         return logits;
+    }
+
+    /**
+     * Runs one layer in its own {@link PointerScope} and hands only its output to the caller's scope, so the
+     * Java handles of the layer's intermediates do not keep their storage alive until the caller's step ends
+     * (autograd keeps what backward needs by itself). Without this, inference memory would hold every
+     * intermediate of every layer.
+     */
+    private Tensor layerInOwnScope(int l, Tensor x, Tensor cos, Tensor sin, Tensor attnMask, KvCache cache, long past) {
+        PointerScope outer = PointerScope.getInnerScope();
+        Tensor out;
+        try (PointerScope inner = new PointerScope()) {
+            out = layer(l, x, cos, sin, attnMask, cache, past);
+            out.retainReference();   // survives the inner scope's release (note: detach() would release it)
+        }
+        if (outer != null) {
+            outer.attach(out);       // +1, released when the caller's scope closes
+            out.releaseReference();  // drop ours
+        }
+        return out;
     }
 
     private Tensor layer(int l, Tensor x, Tensor cos, Tensor sin, Tensor attnMask, KvCache cache, long past) {

@@ -320,6 +320,24 @@ class CausalLMTest {
         assertTrue(e3.getMessage().contains("no model.safetensors"), e3.getMessage());
     }
 
+    @Test
+    void ignoresRotaryBuffersAndARedundantTiedHead() throws IOException {
+        CausalLM m = TinyModels.random(TinyModels.qwen2(V, 1), 15, ScalarType.Float);
+        Path dir = tmp.resolve("extra");
+        HfCheckpoint.save(m, dir);
+        Path f = dir.resolve("model.safetensors");
+        Safetensors.Writer w = new Safetensors.Writer().metadata("format", "pt");
+        try (Safetensors.Reader r = Safetensors.open(f)) {
+            for (String name : r.tensors().keySet())
+                w.add(name, r.info(name).dtype(), r.info(name).shape(), java.lang.foreign.MemorySegment.ofArray(r.segment(name).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
+            w.add("lm_head.weight", r.info("model.embed_tokens.weight").dtype(), r.info("model.embed_tokens.weight").shape(),
+                    java.lang.foreign.MemorySegment.ofArray(r.segment("model.embed_tokens.weight").toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
+        }
+        w.addFloats("model.layers.0.self_attn.rotary_emb.inv_freq", new long[] {8}, new float[8]);
+        w.write(f);
+        assertArrayEquals(logits(m, IDS, MASK)[0], logits(HfCheckpoint.load(dir), IDS, MASK)[0]);
+    }
+
     /** Rewrites model.safetensors without {@code drop}, or with it replaced by a zero tensor of {@code newShape}. */
     private static void rewriteWithout(Path dir, String drop, long[] newShape) throws IOException {
         Path f = dir.resolve("model.safetensors");
