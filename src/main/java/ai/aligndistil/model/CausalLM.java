@@ -39,6 +39,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * through {@code data_ptr().address()}, compute a gradient elsewhere and call
  * {@code logits.backward(grad, ...)}.
  */
+@SuppressWarnings("try")
 public final class CausalLM extends Module {
     private final ModelConfig config;
     private final ScalarType dtype;

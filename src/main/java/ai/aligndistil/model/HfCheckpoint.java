@@ -41,6 +41,7 @@ import ai.aligndistil.io.Safetensors;
  * rename) and then {@code config.json} (same way), and removes a stale sharded index, so the folder loads in
  * Hugging Face transformers and back here.
  */
+@SuppressWarnings("try")
 public final class HfCheckpoint {
     private HfCheckpoint() {}
 

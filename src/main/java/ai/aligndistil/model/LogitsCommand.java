@@ -24,6 +24,7 @@ import ai.aligndistil.io.Safetensors;
  * written atomically, so a failure leaves no file. Errors print one line on stderr; exit codes: 0 success,
  * 2 usage error, 1 any other failure.
  */
+@SuppressWarnings("try")
 public final class LogitsCommand {
     private LogitsCommand() {}
 

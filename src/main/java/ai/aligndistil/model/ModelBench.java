@@ -29,6 +29,7 @@ import ai.aligndistil.train.GradClip;
  * Prints one line with the best and median seconds, the peak resident memory (VmHWM) while loading, and the
  * peak during the measured phase (VmHWM reset after loading).
  */
+@SuppressWarnings("try")
 public final class ModelBench {
     private ModelBench() {}
 

@@ -34,6 +34,7 @@ import org.bytedeco.pytorch.global.torch;
  * the environment variable {@code ALIGNDISTIL_THREADS}, {@code OMP_NUM_THREADS}, else the number of
  * available processors.
  */
+@SuppressWarnings("restricted")
 public final class TorchRuntime {
     private static final Logger LOG = Logger.getLogger(TorchRuntime.class.getName());
     private static volatile boolean started;

@@ -24,6 +24,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * is applied to and then copied back (the spec's "bf16 parameters with fp32 master weights"). State tensors
  * are allocated in the constructor, which must run outside any {@code PointerScope}.
  */
+@SuppressWarnings("try")
 public final class AdamW {
     /**
      * @param beta1       first-moment decay (spec: 0.9)

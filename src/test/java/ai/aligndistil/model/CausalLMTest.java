@@ -25,6 +25,7 @@ import org.junit.jupiter.api.io.TempDir;
 import ai.aligndistil.io.Json;
 import ai.aligndistil.io.Safetensors;
 
+@SuppressWarnings("try")
 class CausalLMTest {
     static final int V = 300;
 
