@@ -79,7 +79,7 @@ public final class CausalLM extends Module {
             throw new IllegalArgumentException("model dtype must be float32 or bfloat16 (or float64 for gradient checks), got " + dtype);
         this.config = config;
         this.dtype = dtype;
-        Map<String, long[]> shapes = parameterShapes(config);
+        Map<String, long[]> shapes = config.parameterShapes();
         for (Map.Entry<String, long[]> e : shapes.entrySet()) {
             Tensor t = weights == null ? Tensors.empty(dtype, e.getValue()) : weights.get(e.getKey());
             if (t == null) throw new IllegalArgumentException("no tensor for " + e.getKey());
@@ -113,33 +113,9 @@ public final class CausalLM extends Module {
         invFreq = Tensors.fromFloats(inv, half);
     }
 
-    /**
-     * The Hugging Face tensor names and shapes a checkpoint of this config holds, in a stable order
-     * (embedding, layers, final norm, untied head).
-     */
+    /** The Hugging Face tensor names and shapes of a config; see {@link ModelConfig#parameterShapes()}. */
     public static Map<String, long[]> parameterShapes(ModelConfig c) {
-        Map<String, long[]> m = new LinkedHashMap<>();
-        long d = c.hiddenSize(), q = (long) c.numHeads() * c.headDim(), kv = (long) c.numKvHeads() * c.headDim(), f = c.intermediateSize();
-        m.put("model.embed_tokens.weight", new long[] {c.vocabSize(), d});
-        for (int i = 0; i < c.numLayers(); i++) {
-            String p = "model.layers." + i + ".";
-            m.put(p + "input_layernorm.weight", new long[] {d});
-            m.put(p + "self_attn.q_proj.weight", new long[] {q, d});
-            if (c.attentionBias()) m.put(p + "self_attn.q_proj.bias", new long[] {q});
-            m.put(p + "self_attn.k_proj.weight", new long[] {kv, d});
-            if (c.attentionBias()) m.put(p + "self_attn.k_proj.bias", new long[] {kv});
-            m.put(p + "self_attn.v_proj.weight", new long[] {kv, d});
-            if (c.attentionBias()) m.put(p + "self_attn.v_proj.bias", new long[] {kv});
-            m.put(p + "self_attn.o_proj.weight", new long[] {d, q});
-            if (c.outputBias()) m.put(p + "self_attn.o_proj.bias", new long[] {d});
-            m.put(p + "post_attention_layernorm.weight", new long[] {d});
-            m.put(p + "mlp.gate_proj.weight", new long[] {f, d});
-            m.put(p + "mlp.up_proj.weight", new long[] {f, d});
-            m.put(p + "mlp.down_proj.weight", new long[] {d, f});
-        }
-        m.put("model.norm.weight", new long[] {d});
-        if (!c.tieWordEmbeddings()) m.put("lm_head.weight", new long[] {c.vocabSize(), d});
-        return m;
+        return c.parameterShapes();
     }
 
     public ModelConfig config() { return config; }

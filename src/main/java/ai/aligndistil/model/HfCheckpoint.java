@@ -78,7 +78,7 @@ public final class HfCheckpoint {
                     if (prev != null) throw new CheckpointException("tensor '" + name + "' appears in both " + prev.path() + " and " + r.path());
                 }
             }
-            Map<String, long[]> expected = CausalLM.parameterShapes(config);
+            Map<String, long[]> expected = config.parameterShapes();
             validate(dir, config, expected, where);
             CausalLM model = new CausalLM(config, dtype);
             try (NoGradGuard g = new NoGradGuard()) {
@@ -114,7 +114,7 @@ public final class HfCheckpoint {
         try {
             Map<String, Safetensors.Reader> where = new LinkedHashMap<>();
             for (Safetensors.Reader r : readers) for (String name : r.tensors().keySet()) where.put(name, r);
-            Map<String, long[]> expected = CausalLM.parameterShapes(config);
+            Map<String, long[]> expected = config.parameterShapes();
             validate(dir, config, expected, where);
             Safetensors.DType fileType = null;
             Map<String, Tensor> weights = new LinkedHashMap<>();
@@ -152,7 +152,7 @@ public final class HfCheckpoint {
                     out.put(e.getKey(), e.getValue());
                 }
             }
-            validate(dir, config, CausalLM.parameterShapes(config), where);
+            validate(dir, config, config.parameterShapes(), where);
             return out;
         } finally {
             for (Safetensors.Reader r : readers) r.close();
