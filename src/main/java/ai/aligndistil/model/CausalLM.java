@@ -6,6 +6,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.DoubleOptional;
 import org.bytedeco.pytorch.GeneratorOptional;
 import org.bytedeco.pytorch.InferenceMode;
@@ -38,6 +39,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * through {@code data_ptr().address()}, compute a gradient elsewhere and call
  * {@code logits.backward(grad, ...)}.
  */
+@SuppressWarnings("try")
 public final class CausalLM extends Module {
     private final ModelConfig config;
     private final ScalarType dtype;
@@ -49,6 +51,8 @@ public final class CausalLM extends Module {
     /** RoPE inverse frequencies, float32 [headDim / 2]. */
     private final Tensor invFreq;
     private boolean frozen;
+    /** The file mapping the weights point into (zero-copy loads), or null when the model owns its weights. */
+    private final AutoCloseable backing;
 
     private record Layer(Tensor inNorm, Tensor q, Tensor qb, Tensor k, Tensor kb, Tensor v, Tensor vb, Tensor o, Tensor ob,
                          Tensor postNorm, Tensor gate, Tensor up, Tensor down) {}
@@ -60,19 +64,31 @@ public final class CausalLM extends Module {
      *              (norms then run in float64), meant for gradient checks
      */
     public CausalLM(ModelConfig config, ScalarType dtype) {
+        this(config, dtype, null, null);
+    }
+
+    /**
+     * A model over existing weight tensors (by Hugging Face name, all of {@code dtype}), used by
+     * {@link HfCheckpoint#loadMapped}: the model is frozen and keeps {@code backing} (the file mapping the
+     * tensors point into) reachable for its whole life.
+     */
+    CausalLM(ModelConfig config, ScalarType dtype, Map<String, Tensor> weights, AutoCloseable backing) {
         super(config.architecture());
         TorchRuntime.init();
         if (dtype.value != ScalarType.Float.value && dtype.value != ScalarType.BFloat16.value && dtype.value != ScalarType.Double.value)
             throw new IllegalArgumentException("model dtype must be float32 or bfloat16 (or float64 for gradient checks), got " + dtype);
         this.config = config;
         this.dtype = dtype;
-        Map<String, long[]> shapes = parameterShapes(config);
+        Map<String, long[]> shapes = config.parameterShapes();
         for (Map.Entry<String, long[]> e : shapes.entrySet()) {
-            Tensor t = Tensors.empty(dtype, e.getValue());
+            Tensor t = weights == null ? Tensors.empty(dtype, e.getValue()) : weights.get(e.getKey());
+            if (t == null) throw new IllegalArgumentException("no tensor for " + e.getKey());
             // Keep our own handle: register_parameter's return value dangles (libtorch-presets.md, gotcha 1).
-            register_parameter(e.getKey().replace('.', '_'), t, true);
+            register_parameter(e.getKey().replace('.', '_'), t, weights == null);
             params.put(e.getKey(), t);
         }
+        this.backing = backing;
+        this.frozen = weights != null;
         embed = params.get("model.embed_tokens.weight");
         finalNorm = params.get("model.norm.weight");
         lmHead = config.tieWordEmbeddings() ? embed : params.get("lm_head.weight");
@@ -97,33 +113,9 @@ public final class CausalLM extends Module {
         invFreq = Tensors.fromFloats(inv, half);
     }
 
-    /**
-     * The Hugging Face tensor names and shapes a checkpoint of this config holds, in a stable order
-     * (embedding, layers, final norm, untied head).
-     */
+    /** The Hugging Face tensor names and shapes of a config; see {@link ModelConfig#parameterShapes()}. */
     public static Map<String, long[]> parameterShapes(ModelConfig c) {
-        Map<String, long[]> m = new LinkedHashMap<>();
-        long d = c.hiddenSize(), q = (long) c.numHeads() * c.headDim(), kv = (long) c.numKvHeads() * c.headDim(), f = c.intermediateSize();
-        m.put("model.embed_tokens.weight", new long[] {c.vocabSize(), d});
-        for (int i = 0; i < c.numLayers(); i++) {
-            String p = "model.layers." + i + ".";
-            m.put(p + "input_layernorm.weight", new long[] {d});
-            m.put(p + "self_attn.q_proj.weight", new long[] {q, d});
-            if (c.attentionBias()) m.put(p + "self_attn.q_proj.bias", new long[] {q});
-            m.put(p + "self_attn.k_proj.weight", new long[] {kv, d});
-            if (c.attentionBias()) m.put(p + "self_attn.k_proj.bias", new long[] {kv});
-            m.put(p + "self_attn.v_proj.weight", new long[] {kv, d});
-            if (c.attentionBias()) m.put(p + "self_attn.v_proj.bias", new long[] {kv});
-            m.put(p + "self_attn.o_proj.weight", new long[] {d, q});
-            if (c.outputBias()) m.put(p + "self_attn.o_proj.bias", new long[] {d});
-            m.put(p + "post_attention_layernorm.weight", new long[] {d});
-            m.put(p + "mlp.gate_proj.weight", new long[] {f, d});
-            m.put(p + "mlp.up_proj.weight", new long[] {f, d});
-            m.put(p + "mlp.down_proj.weight", new long[] {d, f});
-        }
-        m.put("model.norm.weight", new long[] {d});
-        if (!c.tieWordEmbeddings()) m.put("lm_head.weight", new long[] {c.vocabSize(), d});
-        return m;
+        return c.parameterShapes();
     }
 
     public ModelConfig config() { return config; }
@@ -147,6 +139,7 @@ public final class CausalLM extends Module {
      * {@link RandomCheckpoint}.
      */
     public CausalLM initRandom(long seed, double std) {
+        if (backing != null) throw new IllegalStateException("the weights of a memory-mapped model are read-only");
         torch.manual_seed(seed);
         try (NoGradGuard g = new NoGradGuard()) {
             for (Map.Entry<String, Tensor> e : params.entrySet()) {
@@ -166,6 +159,12 @@ public final class CausalLM extends Module {
     }
 
     public boolean isFrozen() { return frozen; }
+
+    /**
+     * Whether the weights point into a read-only file mapping ({@link HfCheckpoint#loadMapped}); such a model
+     * must never be written to (no optimizer, no {@link #initRandom}).
+     */
+    public boolean isMapped() { return backing != null; }
 
     /** Sets every parameter's gradient to undefined (cheaper than zeroing). */
     public void zeroGrad() {
@@ -238,11 +237,31 @@ public final class CausalLM extends Module {
         }
 
         Tensor x = torch.embedding(embed, ids);
-        for (int l = 0; l < layers.length; l++) x = layer(l, x, cos, sin, attnMask, cache, past);
+        for (int l = 0; l < layers.length; l++) x = layerInOwnScope(l, x, cos, sin, attnMask, cache, past);
         x = rmsNorm(x, finalNorm);
         Tensor logits = torch.linear(x, lmHead);
         if (cache != null) cache.advance(t);
         return logits;
+    }
+
+    /**
+     * Runs one layer in its own {@link PointerScope} and hands only its output to the caller's scope, so the
+     * Java handles of the layer's intermediates do not keep their storage alive until the caller's step ends
+     * (autograd keeps what backward needs by itself). Without this, inference memory would hold every
+     * intermediate of every layer.
+     */
+    private Tensor layerInOwnScope(int l, Tensor x, Tensor cos, Tensor sin, Tensor attnMask, KvCache cache, long past) {
+        PointerScope outer = PointerScope.getInnerScope();
+        Tensor out;
+        try (PointerScope inner = new PointerScope()) {
+            out = layer(l, x, cos, sin, attnMask, cache, past);
+            out.retainReference();   // survives the inner scope's release (note: detach() would release it)
+        }
+        if (outer != null) {
+            outer.attach(out);       // +1, released when the caller's scope closes
+            out.releaseReference();  // drop ours
+        }
+        return out;
     }
 
     private Tensor layer(int l, Tensor x, Tensor cos, Tensor sin, Tensor attnMask, KvCache cache, long past) {

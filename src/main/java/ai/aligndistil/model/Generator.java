@@ -20,6 +20,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * each call's seed from its own checkpointed random state). A row stops at its first EOS token; the loop
  * stops when every row has stopped or after {@code maxNewTokens}.
  */
+@SuppressWarnings("try")
 public final class Generator {
     private Generator() {}
 

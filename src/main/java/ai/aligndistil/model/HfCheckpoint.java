@@ -41,6 +41,7 @@ import ai.aligndistil.io.Safetensors;
  * rename) and then {@code config.json} (same way), and removes a stale sharded index, so the folder loads in
  * Hugging Face transformers and back here.
  */
+@SuppressWarnings("try")
 public final class HfCheckpoint {
     private HfCheckpoint() {}
 
@@ -65,6 +66,7 @@ public final class HfCheckpoint {
      *              so, else float32
      */
     public static CausalLM load(Path dir, ScalarType dtype) throws IOException {
+        TorchRuntime.init();
         ModelConfig config = ModelConfig.read(dir);
         if (dtype == null) dtype = "bfloat16".equals(config.torchDtype()) ? ScalarType.BFloat16 : ScalarType.Float;
         List<Safetensors.Reader> readers = openAll(dir);
@@ -76,7 +78,7 @@ public final class HfCheckpoint {
                     if (prev != null) throw new CheckpointException("tensor '" + name + "' appears in both " + prev.path() + " and " + r.path());
                 }
             }
-            Map<String, long[]> expected = CausalLM.parameterShapes(config);
+            Map<String, long[]> expected = config.parameterShapes();
             validate(dir, config, expected, where);
             CausalLM model = new CausalLM(config, dtype);
             try (NoGradGuard g = new NoGradGuard()) {
@@ -96,6 +98,47 @@ public final class HfCheckpoint {
         }
     }
 
+    /**
+     * Loads a folder <i>without copying the weights</i>: every parameter is a {@code from_blob} view of the
+     * read-only memory mapping of the safetensors files, which stays open for the model's lifetime. The model
+     * is frozen (no gradients) and its dtype is the files' dtype (all tensors must share one: F32 or BF16).
+     * Meant for the frozen reference models of a run, under {@code InferenceMode}: their weights then cost page
+     * cache, not private memory, and load in milliseconds. Writing to such a model crashes the process, so it
+     * must never be given to an optimizer.
+     */
+    public static CausalLM loadMapped(Path dir) throws IOException {
+        TorchRuntime.init();
+        ModelConfig config = ModelConfig.read(dir);
+        List<Safetensors.Reader> readers = openAll(dir);
+        boolean ok = false;
+        try {
+            Map<String, Safetensors.Reader> where = new LinkedHashMap<>();
+            for (Safetensors.Reader r : readers) for (String name : r.tensors().keySet()) where.put(name, r);
+            Map<String, long[]> expected = config.parameterShapes();
+            validate(dir, config, expected, where);
+            Safetensors.DType fileType = null;
+            Map<String, Tensor> weights = new LinkedHashMap<>();
+            for (String name : expected.keySet()) {
+                Safetensors.Reader r = where.get(name);
+                Safetensors.TensorInfo info = r.info(name);
+                if (info.dtype() != Safetensors.DType.F32 && info.dtype() != Safetensors.DType.BF16)
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + "; a mapped load needs F32 or BF16");
+                if (fileType == null) fileType = info.dtype();
+                else if (fileType != info.dtype())
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + " but earlier tensors are " + fileType + "; a mapped load needs one dtype");
+                weights.put(name, torch.from_blob(Tensors.pointer(r.segment(name).address()), info.shape(), Tensors.options(Tensors.torchType(info.dtype()))));
+            }
+            List<Safetensors.Reader> keep = List.copyOf(readers);
+            CausalLM m = new CausalLM(config, Tensors.torchType(fileType), weights, () -> {
+                for (Safetensors.Reader r : keep) r.close();
+            });
+            ok = true;
+            return m;
+        } finally {
+            if (!ok) for (Safetensors.Reader r : readers) r.close();
+        }
+    }
+
     /** The names, dtypes and shapes of a folder's tensors, after the same validation as {@link #load}. */
     public static Map<String, Safetensors.TensorInfo> inspect(Path dir) throws IOException {
         ModelConfig config = ModelConfig.read(dir);
@@ -109,7 +152,7 @@ public final class HfCheckpoint {
                     out.put(e.getKey(), e.getValue());
                 }
             }
-            validate(dir, config, CausalLM.parameterShapes(config), where);
+            validate(dir, config, config.parameterShapes(), where);
             return out;
         } finally {
             for (Safetensors.Reader r : readers) r.close();

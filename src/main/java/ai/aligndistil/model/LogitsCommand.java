@@ -24,6 +24,7 @@ import ai.aligndistil.io.Safetensors;
  * written atomically, so a failure leaves no file. Errors print one line on stderr; exit codes: 0 success,
  * 2 usage error, 1 any other failure.
  */
+@SuppressWarnings("try")
 public final class LogitsCommand {
     private LogitsCommand() {}
 
@@ -68,6 +69,7 @@ public final class LogitsCommand {
                 if (id < 0 || id >= config.vocabSize())
                     throw new IllegalArgumentException("token id " + id + " is outside the vocabulary [0, " + config.vocabSize() + ")");
             RUNTIME_LOG.setLevel(Level.WARNING);
+            TorchRuntime.init();
             CausalLM model = HfCheckpoint.load(a.model(), a.dtype());
             int t = ids.length, v = config.vocabSize();
             try (PointerScope s = new PointerScope(); InferenceMode im = new InferenceMode()) {

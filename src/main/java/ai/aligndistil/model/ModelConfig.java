@@ -178,6 +178,37 @@ public record ModelConfig(String architecture, int vocabSize, int hiddenSize, in
                 rmsNormEps, ropeTheta, tieWordEmbeddings, attentionBias, outputBias, maxPositionEmbeddings, dtype, raw);
     }
 
+    /**
+     * The Hugging Face tensor names and shapes a checkpoint of this config holds, in a stable order
+     * (embedding, layers, final norm, untied head). Lives here rather than in {@link CausalLM} so checkpoint
+     * validation does not initialise libtorch classes (see {@link TorchRuntime} on {@code maxPhysicalBytes}).
+     */
+    public Map<String, long[]> parameterShapes() {
+        Map<String, long[]> m = new LinkedHashMap<>();
+        ModelConfig c = this;
+        long d = c.hiddenSize(), q = (long) c.numHeads() * c.headDim(), kv = (long) c.numKvHeads() * c.headDim(), f = c.intermediateSize();
+        m.put("model.embed_tokens.weight", new long[] {c.vocabSize(), d});
+        for (int i = 0; i < c.numLayers(); i++) {
+            String p = "model.layers." + i + ".";
+            m.put(p + "input_layernorm.weight", new long[] {d});
+            m.put(p + "self_attn.q_proj.weight", new long[] {q, d});
+            if (c.attentionBias()) m.put(p + "self_attn.q_proj.bias", new long[] {q});
+            m.put(p + "self_attn.k_proj.weight", new long[] {kv, d});
+            if (c.attentionBias()) m.put(p + "self_attn.k_proj.bias", new long[] {kv});
+            m.put(p + "self_attn.v_proj.weight", new long[] {kv, d});
+            if (c.attentionBias()) m.put(p + "self_attn.v_proj.bias", new long[] {kv});
+            m.put(p + "self_attn.o_proj.weight", new long[] {d, q});
+            if (c.outputBias()) m.put(p + "self_attn.o_proj.bias", new long[] {d});
+            m.put(p + "post_attention_layernorm.weight", new long[] {d});
+            m.put(p + "mlp.gate_proj.weight", new long[] {f, d});
+            m.put(p + "mlp.up_proj.weight", new long[] {f, d});
+            m.put(p + "mlp.down_proj.weight", new long[] {d, f});
+        }
+        m.put("model.norm.weight", new long[] {d});
+        if (!c.tieWordEmbeddings()) m.put("lm_head.weight", new long[] {c.vocabSize(), d});
+        return m;
+    }
+
     /** Number of parameters (tied head counted once). */
     public long parameterCount() {
         long d = hiddenSize, q = (long) numHeads * headDim, kvw = (long) numKvHeads * headDim;

@@ -14,6 +14,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 import ai.aligndistil.io.Safetensors;
 
 /** Small helpers between Java arrays, FFM segments and libtorch tensors (CPU only). */
+@SuppressWarnings("restricted")
 public final class Tensors {
     private Tensors() {}
 

@@ -22,10 +22,19 @@ import org.bytedeco.pytorch.global.torch;
  * torch intra-op threads via {@code set_num_threads} and OpenBLAS via {@code openblas_set_num_threads}
  * called through FFM; (4) logs one line. Later calls return at once.
  *
+ * <p>It also lifts JavaCPP's {@code maxPhysicalBytes} guard (by default four times {@code -Xmx}; exceeding it throws
+ * {@code OutOfMemoryError: Physical memory usage is too high} even though a model's weights and activations
+ * legitimately live outside the Java heap) by setting {@code org.bytedeco.javacpp.maxPhysicalBytes=0} unless the
+ * property is already set. This only works when {@link #init()} runs before the first JavaCPP {@code Pointer}
+ * is created ({@link HfCheckpoint#load} and {@link LogitsCommand} make sure of that); launchers should pass
+ * {@code -Dorg.bytedeco.javacpp.maxPhysicalBytes=0} themselves to be safe. Memory stays bounded by the
+ * one-{@code PointerScope}-per-step discipline instead.
+ *
  * <p>Knob: the thread count is, in order of precedence, the system property {@code aligndistil.threads},
  * the environment variable {@code ALIGNDISTIL_THREADS}, {@code OMP_NUM_THREADS}, else the number of
  * available processors.
  */
+@SuppressWarnings("restricted")
 public final class TorchRuntime {
     private static final Logger LOG = Logger.getLogger(TorchRuntime.class.getName());
     private static volatile boolean started;
@@ -38,6 +47,8 @@ public final class TorchRuntime {
         if (started) return;
         synchronized (TorchRuntime.class) {
             if (started) return;
+            if (System.getProperty("org.bytedeco.javacpp.maxPhysicalBytes") == null)
+                System.setProperty("org.bytedeco.javacpp.maxPhysicalBytes", "0");
             long t0 = System.nanoTime();
             try {
                 Loader.cacheResources(torch.class, "/org/bytedeco/pytorch/" + Loader.getPlatform() + "/");

@@ -24,6 +24,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * is applied to and then copied back (the spec's "bf16 parameters with fp32 master weights"). State tensors
  * are allocated in the constructor, which must run outside any {@code PointerScope}.
  */
+@SuppressWarnings("try")
 public final class AdamW {
     /**
      * @param beta1       first-moment decay (spec: 0.9)
@@ -45,13 +46,18 @@ public final class AdamW {
     private final Map<String, Tensor> master = new LinkedHashMap<>();
     private long step;
 
-    /** @param params the trainable parameters by name (the names key the checkpointed state) */
+    /**
+     * @param params the trainable parameters by name (the names key the checkpointed state); each must require
+     *               grad, which also keeps read-only memory-mapped weights out
+     */
     public AdamW(Map<String, Tensor> params, Options options) {
         this.options = options;
         this.params = new LinkedHashMap<>(params);
         try (NoGradGuard g = new NoGradGuard()) {
             for (Map.Entry<String, Tensor> e : this.params.entrySet()) {
                 Tensor p = e.getValue();
+                if (!p.requires_grad())
+                    throw new IllegalArgumentException("parameter '" + e.getKey() + "' does not require grad (a frozen or memory-mapped model cannot be optimised)");
                 long[] shape = shape(p);
                 expAvg.put(e.getKey(), torch.zeros(shape, new org.bytedeco.pytorch.TensorOptions(ScalarType.Float)));
                 expAvgSq.put(e.getKey(), torch.zeros(shape, new org.bytedeco.pytorch.TensorOptions(ScalarType.Float)));

@@ -9,6 +9,7 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /** Clipping by the global L2 norm of all gradients, as {@code torch.nn.utils.clip_grad_norm_}. */
+@SuppressWarnings("try")
 public final class GradClip {
     private GradClip() {}
 

@@ -33,6 +33,7 @@ import ai.aligndistil.model.Tensors;
  * or corrupted file is refused with a {@link CorruptCheckpointException} (or the reader's own error) before
  * anything is loaded.
  */
+@SuppressWarnings("try")
 public final class TrainCheckpoint {
     private TrainCheckpoint() {}
 

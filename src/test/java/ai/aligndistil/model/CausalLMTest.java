@@ -25,6 +25,7 @@ import org.junit.jupiter.api.io.TempDir;
 import ai.aligndistil.io.Json;
 import ai.aligndistil.io.Safetensors;
 
+@SuppressWarnings("try")
 class CausalLMTest {
     static final int V = 300;
 
@@ -102,6 +103,25 @@ class CausalLMTest {
             assertTrue(!r.has("lm_head.weight"), "a tied head is not saved separately");
             assertArrayEquals(new long[] {V, 64}, r.info("model.embed_tokens.weight").shape());
         }
+    }
+
+    @Test
+    void mappedLoadIsFrozenAndGivesTheSameLogits() throws IOException {
+        CausalLM m = TinyModels.random(TinyModels.qwen2(V, 2), 14, ScalarType.Float);
+        Path dir = tmp.resolve("mapped");
+        HfCheckpoint.save(m, dir, ScalarType.BFloat16);
+        CausalLM copied = HfCheckpoint.load(dir);
+        CausalLM mapped = HfCheckpoint.loadMapped(dir);
+        assertTrue(mapped.isMapped() && mapped.isFrozen() && !copied.isMapped());
+        assertTrue(Tensors.is(mapped.namedParameters().get("model.norm.weight"), ScalarType.BFloat16));
+        assertTrue(!mapped.namedParameters().get("model.embed_tokens.weight").requires_grad());
+        float[] a, b;
+        try (PointerScope s = new PointerScope()) {
+            a = Tensors.toFloats(copied.forwardInference(Tensors.longs(IDS), Tensors.longs(MASK)));
+            b = Tensors.toFloats(mapped.forwardInference(Tensors.longs(IDS), Tensors.longs(MASK)));
+        }
+        assertArrayEquals(a, b);
+        assertThrows(IllegalStateException.class, () -> mapped.initRandom(1, 0.1));
     }
 
     @Test
@@ -299,6 +319,24 @@ class CausalLMTest {
         Files.writeString(dir.resolve("config.json"), Json.write(TinyModels.qwen2Json(V, 2)));
         var e3 = assertThrows(HfCheckpoint.CheckpointException.class, () -> HfCheckpoint.load(dir));
         assertTrue(e3.getMessage().contains("no model.safetensors"), e3.getMessage());
+    }
+
+    @Test
+    void ignoresRotaryBuffersAndARedundantTiedHead() throws IOException {
+        CausalLM m = TinyModels.random(TinyModels.qwen2(V, 1), 15, ScalarType.Float);
+        Path dir = tmp.resolve("extra");
+        HfCheckpoint.save(m, dir);
+        Path f = dir.resolve("model.safetensors");
+        Safetensors.Writer w = new Safetensors.Writer().metadata("format", "pt");
+        try (Safetensors.Reader r = Safetensors.open(f)) {
+            for (String name : r.tensors().keySet())
+                w.add(name, r.info(name).dtype(), r.info(name).shape(), java.lang.foreign.MemorySegment.ofArray(r.segment(name).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
+            w.add("lm_head.weight", r.info("model.embed_tokens.weight").dtype(), r.info("model.embed_tokens.weight").shape(),
+                    java.lang.foreign.MemorySegment.ofArray(r.segment("model.embed_tokens.weight").toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
+        }
+        w.addFloats("model.layers.0.self_attn.rotary_emb.inv_freq", new long[] {8}, new float[8]);
+        w.write(f);
+        assertArrayEquals(logits(m, IDS, MASK)[0], logits(HfCheckpoint.load(dir), IDS, MASK)[0]);
     }
 
     /** Rewrites model.safetensors without {@code drop}, or with it replaced by a zero tensor of {@code newShape}. */

@@ -25,6 +25,7 @@ import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.Tensors;
 import ai.aligndistil.model.TinyModels;
 
+@SuppressWarnings("try")
 class TrainingTest {
     static final int V = 64, SEQS = 4, LEN = 12, STEPS = 40, MICRO = 2;
 
