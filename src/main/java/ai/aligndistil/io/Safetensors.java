@@ -8,10 +8,8 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -19,7 +17,6 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.ThreadLocalRandom;
 
 /**
  * Hugging Face safetensors, read through a memory mapping and written atomically.
@@ -289,68 +286,40 @@ public final class Safetensors {
                 off += e.data().byteSize();
                 h.put(e.name(), t);
             }
-            StringBuilder sb = new StringBuilder(Json.write(h));
-            while ((sb.length() + 8) % 8 != 0 || sb.toString().getBytes(StandardCharsets.UTF_8).length % 8 != 0) sb.append(' ');
-            return sb.toString().getBytes(StandardCharsets.UTF_8);
+            // Pad the JSON with spaces so the data section starts 8-byte aligned (as the reference writer does).
+            byte[] json = Json.write(h).getBytes(StandardCharsets.UTF_8);
+            int pad = (8 - json.length % 8) % 8;
+            byte[] out = java.util.Arrays.copyOf(json, json.length + pad);
+            java.util.Arrays.fill(out, json.length, out.length, (byte) ' ');
+            return out;
         }
 
         public void write(Path target) throws IOException {
-            Path dir = target.toAbsolutePath().getParent();
-            Files.createDirectories(dir);
-            Path tmp = dir.resolve("." + target.getFileName() + ".tmp-" + ProcessHandle.current().pid() + "-"
-                    + Long.toHexString(ThreadLocalRandom.current().nextLong()));
-            boolean done = false;
-            try {
-                try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
-                    byte[] hb = header();
-                    ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(hb.length).flip();
-                    writeFully(ch, len);
-                    writeFully(ch, ByteBuffer.wrap(hb));
-                    byte[] chunk = null;
-                    for (Entry e : entries.values()) {
-                        MemorySegment d = e.data();
-                        if (d.isNative()) {
-                            // Chunks keep each ByteBuffer view under 2 GB.
-                            for (long o = 0; o < d.byteSize(); o += 1L << 30) {
-                                long n = Math.min(1L << 30, d.byteSize() - o);
-                                writeFully(ch, d.asSlice(o, n).asByteBuffer());
-                            }
-                        } else {
-                            // Heap segments of float[], short[]... have no ByteBuffer view: copy through a chunk.
-                            if (chunk == null) chunk = new byte[1 << 22];
-                            MemorySegment c = MemorySegment.ofArray(chunk);
-                            for (long o = 0; o < d.byteSize(); o += chunk.length) {
-                                int n = (int) Math.min(chunk.length, d.byteSize() - o);
-                                MemorySegment.copy(d, o, c, 0, n);
-                                writeFully(ch, ByteBuffer.wrap(chunk, 0, n));
-                            }
+            byte[] hb = header();
+            AtomicFiles.write(target, ch -> {
+                AtomicFiles.writeFully(ch, ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(hb.length).flip());
+                AtomicFiles.writeFully(ch, ByteBuffer.wrap(hb));
+                byte[] chunk = null;
+                for (Entry e : entries.values()) {
+                    MemorySegment d = e.data();
+                    if (d.isNative()) {
+                        // Chunks keep each ByteBuffer view under 2 GB.
+                        for (long o = 0; o < d.byteSize(); o += 1L << 30) {
+                            long n = Math.min(1L << 30, d.byteSize() - o);
+                            AtomicFiles.writeFully(ch, d.asSlice(o, n).asByteBuffer());
+                        }
+                    } else {
+                        // Heap segments of float[], short[]... have no ByteBuffer view: copy through a chunk.
+                        if (chunk == null) chunk = new byte[1 << 22];
+                        MemorySegment c = MemorySegment.ofArray(chunk);
+                        for (long o = 0; o < d.byteSize(); o += chunk.length) {
+                            int n = (int) Math.min(chunk.length, d.byteSize() - o);
+                            MemorySegment.copy(d, o, c, 0, n);
+                            AtomicFiles.writeFully(ch, ByteBuffer.wrap(chunk, 0, n));
                         }
                     }
-                    ch.force(true);
                 }
-                try {
-                    Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-                } catch (AtomicMoveNotSupportedException e) {
-                    Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
-                }
-                fsyncDirectory(dir);
-                done = true;
-            } finally {
-                if (!done) Files.deleteIfExists(tmp);
-            }
-        }
-
-        private static void writeFully(FileChannel ch, ByteBuffer b) throws IOException {
-            while (b.hasRemaining()) ch.write(b);
-        }
-    }
-
-    /** Best-effort fsync of a directory so a rename is durable (not supported on every file system). */
-    public static void fsyncDirectory(Path dir) {
-        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
-            ch.force(true);
-        } catch (IOException | UnsupportedOperationException ignored) {
-            // Directories cannot be opened for sync on some platforms; the rename itself is still atomic.
+            });
         }
     }
 }
