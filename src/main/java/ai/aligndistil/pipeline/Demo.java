@@ -16,7 +16,7 @@ import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.pipeline.task.TaskFiles;
 
 /**
- * {@code demo-pipeline}: the whole method on the built-in task. Generates the task from the seed, trains the
+ * {@code demo}: the whole method on the built-in task. Generates the task from the seed, trains the
  * initial policy ({@code sft}), samples and labels the preference pairs, trains DPO and reverse DPO, then
  * on-policy GKD, off- and on-policy AlignDistil and the constant-weight ablation ({@code contrast} with beta2
  * 0.1 and 0.05, weights 1 and 2), evaluates everything, prints one table and writes a Markdown report with
@@ -26,7 +26,7 @@ public final class Demo {
     private Demo() {}
 
     public static Options.Spec spec() {
-        return new Options.Spec("demo-pipeline").value("out", null).value("seed", 1).flag("tiny", false).flag("quiet", false);
+        return new Options.Spec("demo").value("out", null).value("seed", 1).flag("tiny", false).flag("quiet", false);
     }
 
     /** One distillation run of the demo. */
@@ -37,7 +37,11 @@ public final class Demo {
             new Run("aligndistil-off", "off-policy", "aligndistil", null),
             new Run("aligndistil-on", "on-policy", "aligndistil", null),
             new Run("contrast-w1-off", "off-policy", "contrast", 0.1),
-            new Run("contrast-w2-off", "off-policy", "contrast", 0.05));
+            new Run("contrast-w2-off", "off-policy", "contrast", 0.05),
+            // Sensitivity check (not a default of the official scripts): beta2 = 1 puts the adaptive weight in
+            // [0.001, 2.001], the range of the constant weights 1 and 2 above.
+            new Run("aligndistil-off-b1", "off-policy", "aligndistil", 1.0),
+            new Run("aligndistil-on-b1", "on-policy", "aligndistil", 1.0));
 
     public static int run(Options o, PrintStream out, PrintStream err) throws IOException {
         long t0 = System.nanoTime();

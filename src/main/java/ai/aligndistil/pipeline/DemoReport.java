@@ -111,12 +111,24 @@ final class DemoReport {
         out.add(String.format("The adaptive weight beats the constant ones (off-policy): %s (true reward: adaptive %.3f, weight 1 %.3f, weight 2 %.3f; "
                         + "KL to the initial policy %.2f, %.2f, %.2f).", verdict(ad > w1 && ad > w2), ad, w1, w2,
                 metric("aligndistil-off", "kl_init"), metric("contrast-w1-off", "kl_init"), metric("contrast-w2-off", "kl_init")));
+        double b1 = metric("aligndistil-off-b1", "reward"), b1on = metric("aligndistil-on-b1", "reward");
+        if (!Double.isNaN(b1))
+            out.add(String.format("Sensitivity (not part of the claims above): with beta2 = 1, the adaptive weight spans [0.001, 2.001] like the constant "
+                            + "weights 1 and 2; off-policy it reaches true reward %.3f at KL %.2f (%s the better constant weight, %.3f), on-policy %.3f at KL %.2f; "
+                            + "DPO: %.3f at KL %.2f.", b1, metric("aligndistil-off-b1", "kl_init"), b1 > Math.max(w1, w2) ? "above" : "not above", Math.max(w1, w2),
+                    b1on, metric("aligndistil-on-b1", "kl_init"), dpoR, dpoKl));
         return out;
     }
 
     static double firstReach(Curve c, double target) {
         for (int i = 0; i < c.size(); i++) if (c.reward()[i] >= target) return c.step()[i];
         return Double.NaN;
+    }
+
+    static Map<String, String> pairs(String... kv) {
+        Map<String, String> m = new java.util.HashMap<>();
+        for (int i = 0; i + 1 < kv.length; i += 2) m.put(kv[i], kv[i + 1]);
+        return m;
     }
 
     static String verdict(boolean held) { return held ? "HELD" : "DID NOT HOLD"; }
@@ -139,10 +151,11 @@ final class DemoReport {
         b.append("Curves: every few optimiser steps, one sample per curve prompt (fixed seed) from the current policy; KL summed along the sampled "
                 + "response. Each run's per-step metrics (spec section 5) are in `models/<run>/metrics.jsonl`, its curve in `curve.jsonl`.\n\n");
         b.append("## Runs\n\n| run | what | seconds |\n|---|---|---|\n");
-        Map<String, String> what = Map.of("sft", "initial policy from the base language", "pairs", "preference pairs sampled and labelled",
+        Map<String, String> what = pairs("sft", "initial policy from the base language", "pairs", "preference pairs sampled and labelled",
                 "dpo", "DPO, beta 0.1", "dpo-rev", "reverse DPO (chosen and rejected swapped)", "gkd-on", "on-policy reverse-KL distillation to the DPO model",
                 "aligndistil-off", "off-policy AlignDistil, beta2 10 (adaptive weight)", "aligndistil-on", "on-policy AlignDistil, beta2 15 (adaptive weight)",
                 "contrast-w1-off", "off-policy, constant weight 1 (contrast, beta2 0.1)", "contrast-w2-off", "off-policy, constant weight 2 (contrast, beta2 0.05)",
+                "aligndistil-off-b1", "off-policy AlignDistil, beta2 1 (sensitivity check)", "aligndistil-on-b1", "on-policy AlignDistil, beta2 1 (sensitivity check)",
                 "eval", "evaluation of every model");
         for (var e : seconds.entrySet()) b.append(String.format("| %s | %s | %.1f |%n", e.getKey(), what.getOrDefault(e.getKey(), ""), e.getValue()));
         b.append("\nOptions of every stage: `task/pipeline.json` (with `--seed`); the demo is deterministic for a seed on the same machine.\n");

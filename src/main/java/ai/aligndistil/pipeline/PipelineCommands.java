@@ -9,7 +9,7 @@ import java.util.Map;
 import ai.aligndistil.cli.CliException;
 import ai.aligndistil.pipeline.task.TaskFiles;
 
-/** The pipeline's commands: task, task-pairs, sft, dpo, distill, eval, demo-pipeline. */
+/** The pipeline's commands: task, task-pairs, sft, dpo, distill, eval, demo. */
 public final class PipelineCommands {
     private PipelineCommands() {}
 
@@ -21,11 +21,11 @@ public final class PipelineCommands {
               distill     AlignDistil (distill --mode off-policy|on-policy --variant aligndistil|contrast|adaptive|theorem1|gkd
                           --model DIR --dpo DIR --reverse-dpo DIR --data FILE --out DIR [...])
               eval        true reward, win rate, KLs, length, reward accuracy (eval --models a=DIR,b=DIR --init DIR [...])
-              demo-pipeline  the whole method on the built-in task, with a report""";
+              demo        the whole method on the built-in task, with a report (demo --out DIR --seed N)""";
 
     public static boolean handles(String cmd) {
         return switch (cmd) {
-            case "task", "task-pairs", "sft", "dpo", "distill", "eval", "demo-pipeline" -> true;
+            case "task", "task-pairs", "sft", "dpo", "distill", "eval", "demo", "demo-pipeline" -> true;
             default -> false;
         };
     }
@@ -56,7 +56,7 @@ public final class PipelineCommands {
                     Map<String, Object> r = EvalStage.run(EvalStage.spec().parse(args), err);
                     out.println(Report.evalTable(r));
                 }
-                case "demo-pipeline" -> {
+                case "demo", "demo-pipeline" -> {
                     return Demo.run(Demo.spec().parse(args), out, err);
                 }
                 default -> throw CliException.usage("unknown command " + cmd);

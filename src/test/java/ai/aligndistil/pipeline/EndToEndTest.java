@@ -24,7 +24,7 @@ class EndToEndTest {
     void theDemoRunsEveryStageAndWritesItsReport() throws Exception {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         Path dir = tmp.resolve("demo");
-        int rc = Main.run(new String[] {"demo-pipeline", "--tiny", "--quiet", "--out", dir.toString()}, new PrintStream(out, true), Fixture.NULL);
+        int rc = Main.run(new String[] {"demo", "--tiny", "--quiet", "--out", dir.toString()}, new PrintStream(out, true), Fixture.NULL);
         String text = out.toString();
         assertEquals(0, rc, text);
         String[] lines = text.strip().split("\n");
