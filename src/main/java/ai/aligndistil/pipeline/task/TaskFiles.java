@@ -99,6 +99,7 @@ public final class TaskFiles {
      * 1.5B model, and whole micro-batches of 32 sequences replace micro-batch 1.
      */
     static String pipelineConfig(Path dir) {
+        dir = dir.toAbsolutePath().normalize();
         Map<String, Object> j = new LinkedHashMap<>();
         j.put("_shared", true);
         j.put("system-prompt", "none");
