@@ -55,7 +55,13 @@ public final class DistillStage {
     /** Per-micro-batch sums the step reports as metrics (spec 5). */
     public static final class Sums {
         public double loss, weight, reward, klTea, klSecond, tokenKlTea, tokenKlSecond;
+        /** Sum over sequences of beta * KL(p_dpo || p_second) summed over rows (the DPO model's expected token reward). */
+        public double teacherReward;
+        /** Sum over sequences of the token reward of the actual next tokens (summed, and per-token mean). */
+        public double seqReward, tokenReward;
         public long sequences, rows;
+        /** Whether to compute the teacher-side metrics (two extra passes over V per selected row, in Java). */
+        public boolean teacherMetrics;
     }
 
     /**
@@ -105,9 +111,61 @@ public final class DistillStage {
                     sums.sequences++;
                     sums.rows += n[i];
                 }
+                if (sums.teacherMetrics && sLogits != null) teacherMetrics(fused.config().beta(), p, mask, Tensors.segment(dLogits), dtype(dLogits),
+                        Tensors.segment(sLogits), dtype(sLogits), v, n, sums);
             }
             return loss;
         }
+    }
+
+    /**
+     * Metrics of spec section 5 that only involve the teachers: {@code dpo_model_expected_reward} (per row
+     * beta * sum_v p_dpo (log p_dpo - log p_2)) and {@code seq_reward} / {@code token_reward} (the token reward
+     * beta * (log p_dpo - log p_2) of the token that follows each selected row). Reads the logits in place.
+     */
+    static void teacherMetrics(double beta, Seqs.Packed p, MemorySegment mask, MemorySegment zd, DType dd, MemorySegment zr, DType dr,
+                               long v, int[] n, Sums sums) {
+        long t = p.width();
+        long[] ids = Tensors.toLongs(p.ids());
+        for (int i = 0; i < p.rows(); i++) {
+            if (n[i] == 0) continue;
+            double seqTea = 0, seqTok = 0;
+            int tokRows = 0;
+            for (long r = 0; r < t; r++) {
+                long row = i * t + r;
+                if (mask.get(ValueLayout.JAVA_BYTE, row) == 0) continue;
+                long off = row * v;
+                double md = Double.NEGATIVE_INFINITY, mr = Double.NEGATIVE_INFINITY;
+                for (long c = 0; c < v; c++) {
+                    md = Math.max(md, read(zd, dd, off + c));
+                    mr = Math.max(mr, read(zr, dr, off + c));
+                }
+                double sd = 0, sr = 0;
+                for (long c = 0; c < v; c++) {
+                    sd += Math.exp(read(zd, dd, off + c) - md);
+                    sr += Math.exp(read(zr, dr, off + c) - mr);
+                }
+                double ad = md + Math.log(sd), ar = mr + Math.log(sr), kl = 0;
+                for (long c = 0; c < v; c++) {
+                    double ld = read(zd, dd, off + c) - ad, lr = read(zr, dr, off + c) - ar;
+                    kl += Math.exp(ld) * (ld - lr);
+                }
+                seqTea += beta * kl;
+                if (r + 1 < p.len()[i]) {
+                    long tok = ids[(int) (i * t + r + 1)];
+                    seqTok += beta * ((read(zd, dd, off + tok) - ad) - (read(zr, dr, off + tok) - ar));
+                    tokRows++;
+                }
+            }
+            sums.teacherReward += seqTea;
+            sums.seqReward += seqTok;
+            sums.tokenReward += tokRows == 0 ? 0 : seqTok / tokRows;
+        }
+    }
+
+    private static double read(MemorySegment s, DType d, long index) {
+        if (d == DType.BF16) return Float.intBitsToFloat(s.getAtIndex(ValueLayout.JAVA_SHORT, index) << 16);
+        return s.getAtIndex(ValueLayout.JAVA_FLOAT, index);
     }
 
     private static DType dtype(Tensor t) { return Tensors.is(t, ScalarType.BFloat16) ? DType.BF16 : DType.F32; }
@@ -173,8 +231,10 @@ public final class DistillStage {
             loop.curve(PromptSet.curve(ps, task, init, dpo, o.integer("generate-max-len"), text.eos(), text.pad(), seed));
         }
         final PromptSet fp = prompts;
+        final double[] initReward = {Double.NaN};
         loop.run(step -> {
             Sums s = new Sums();
+            s.teacherMetrics = second != null;
             List<int[]> micros = Stage.microBatches(order, step, batch, micro);
             List<ChatTemplate.Example> rollout = null;
             double reward = 0;
@@ -207,15 +267,37 @@ public final class DistillStage {
             m.put("seq_tea_kl", s.klTea / ns);
             m.put("token_tea_kl", s.tokenKlTea / ns);
             m.put(cfg.variant() == Variant.ALIGNDISTIL || cfg.variant() == Variant.CONTRAST ? "seq_rev_kl" : "seq_ref_kl", s.klSecond / ns);
+            if (second != null) m.put("dpo_model_expected_reward", s.teacherReward / ns);
+            // reward/kl as the official trainers: (expected_reward - the first step's) / (KL to the second teacher + 1)
+            if (Double.isNaN(initReward[0])) initReward[0] = firstExpectedReward(out, s.reward / ns);
+            m.put("reward/kl", (s.reward / ns - initReward[0]) / (s.klSecond / ns + 1));
             m.put("selected_rows", s.rows);
             m.put("skipped_sequences", batch - s.sequences);
             if (on) {
                 m.put("response_length", PromptSet.mean(PromptSet.lengths(rollout)));
+                double total = 0;
+                for (ChatTemplate.Example e : rollout) total += e.ids().length;
+                m.put("total_length", total / rollout.size());
+                if (second != null) {
+                    m.put("seq_reward", s.seqReward / ns);
+                    m.put("token_reward", s.tokenReward / ns);
+                }
                 if (task != null) m.put("true_reward", reward);
             }
             return m;
         });
         return out;
+    }
+
+    /** The first logged step's expected reward (so a resumed run keeps its reference), else {@code current}. */
+    static double firstExpectedReward(Path out, double current) {
+        try {
+            List<Map<String, Object>> rows = JsonLines.read(out.resolve("metrics.jsonl"));
+            if (!rows.isEmpty() && rows.get(0).get("expected_reward") instanceof Number n) return n.doubleValue();
+        } catch (IOException | RuntimeException e) {
+            // no usable log: this step is the first
+        }
+        return current;
     }
 
     /** The sampling seed of an on-policy step: a function of the run's seed and the step only, so resuming repeats it. */

@@ -69,6 +69,33 @@ class DistillGradientTest {
         assertTrue(maxAbs > 1e-4, "gradients are not trivially zero: " + maxAbs);
     }
 
+    @org.junit.jupiter.api.Test
+    void teacherMetricsMatchLibtorch() {
+        CausalLM student = TinyModels.random(TinyModels.qwen2(V, 1), 1, ScalarType.Float);
+        CausalLM dpo = TinyModels.random(TinyModels.qwen2(V, 1), 2, ScalarType.Float).freeze();
+        CausalLM second = TinyModels.random(TinyModels.qwen2(V, 1), 3, ScalarType.Float).freeze();
+        try (PointerScope s = new PointerScope()) {
+            Seqs.Packed p = Seqs.pack(batch(), 0);
+            DistillStage.Sums sums = new DistillStage.Sums();
+            sums.teacherMetrics = true;
+            DistillStage.microStep(FusedDistillLoss.create(LossConfig.defaults()), student, dpo, second, p, Seqs.Positions.PAPER, 3, sums);
+            Tensor ld = dpo.forward(p.ids()).log_softmax(-1), lr = second.forward(p.ids()).log_softmax(-1);
+            Tensor rho = ld.sub(lr).mul(Tensors.scalar(0.1));                                         // [B, T, V]
+            Tensor perRow = ld.exp().mul(rho).sum(new long[] {2}, false, new ScalarTypeOptional());   // [B, T]
+            Tensor next = rho.narrow(1, 0, p.width() - 1).gather(2, p.ids().narrow(1, 1, p.width() - 1).unsqueeze(2)).squeeze(2);
+            float[] row = Tensors.toFloats(perRow), tok = Tensors.toFloats(next);
+            double tea = 0, seq = 0;
+            int t = p.width();
+            for (int i = 0; i < p.rows(); i++) for (int r = p.promptLen()[i] - 1; r <= p.len()[i] - 2; r++) {
+                tea += row[i * t + r];
+                seq += tok[i * (t - 1) + r];
+            }
+            assertEquals(tea, sums.teacherReward, 1e-4 * Math.max(1, Math.abs(tea)));
+            assertEquals(seq, sums.seqReward, 1e-4 * Math.max(1, Math.abs(seq)));
+            assertEquals(3, sums.sequences);
+        }
+    }
+
     /** The loss of spec section 3 from libtorch operations: full softmaxes, autograd through the student only. */
     static Tensor composed(LossConfig c, CausalLM student, CausalLM dpo, CausalLM second, Seqs.Packed p, Seqs.Positions pos, double divisor) {
         long b = p.rows(), t = p.width();

@@ -43,7 +43,8 @@ class EndToEndTest {
         assertTrue(report.contains("The adaptive weight beats the constant ones"), report);
         // per-step metrics of spec section 5
         Map<String, Object> first = JsonLines.read(dir.resolve("models/aligndistil-on/metrics.jsonl")).get(0);
-        for (String k : new String[] {"rlhf_loss", "mean_weight", "expected_reward", "seq_tea_kl", "token_tea_kl", "seq_rev_kl", "response_length", "lr"})
+        for (String k : new String[] {"rlhf_loss", "mean_weight", "expected_reward", "seq_tea_kl", "token_tea_kl", "seq_rev_kl", "response_length", "lr",
+                "dpo_model_expected_reward", "reward/kl", "seq_reward", "token_reward", "total_length"})
             assertTrue(first.containsKey(k), k);
         // eval as its own command
         out.reset();
