@@ -15,8 +15,8 @@ import java.util.SplittableRandom;
 import java.util.stream.Stream;
 
 /**
- * {@code aligndistil demo}. Until the end-to-end pipeline (SFT, DPO, reverse DPO, distillation) lands, the
- * demo writes a built-in example batch (seeded: 2 sequences x 48 positions, V = 32000, f32, a prompt part
+ * {@code aligndistil demo --replay} (the first demo, before the end-to-end pipeline of {@code demo} existed):
+ * writes a built-in example batch (seeded: 2 sequences x 48 positions, V = 32000, f32, a prompt part
  * masked out, one sequence shorter), replays it with the default backend and with the double-precision
  * reference, and prints the loss, weights and the largest disagreement. It says so when it runs.
  */
@@ -26,8 +26,8 @@ public final class DemoCommand {
     static final int B = 2, T = 48, V = 32000;
 
     public static int run(String[] args, PrintStream out) {
-        if (args.length > 0) throw CliException.usage("demo: takes no arguments yet");
-        out.println("aligndistil demo: the end-to-end pipeline is not built yet; this demo replays a built-in example batch");
+        if (args.length > 0) throw CliException.usage("demo --replay: takes no other arguments");
+        out.println("aligndistil demo --replay: replays a built-in example batch");
         out.println("(B=" + B + ", T=" + T + ", V=" + V + ", f32, variant aligndistil, beta 0.1, beta2 10) on the default backend and checks it against the reference.");
         Path dir;
         try {

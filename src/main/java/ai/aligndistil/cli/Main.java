@@ -19,9 +19,16 @@ public final class Main {
 
     static final String USAGE = """
             usage: aligndistil COMMAND [options]
-              demo       the main job (for now: replay a built-in example batch and check it against the reference)
+              demo       the main job: the whole AlignDistil pipeline on the built-in task, with a report (demo --help)
+                         (demo --replay: replay a built-in example batch and check the kernel against the reference)
               replay     loss and gradient of a batch dumped to safetensors (replay --help)
               logits     one forward pass of a Hugging Face model folder, logits to safetensors (logits --help)
+              task       generate the built-in task (a toy language with a known reward)
+              task-pairs sample and label the built-in task's preference pairs from the initial policy
+              sft        supervised fine-tuning                       (sft --help)
+              dpo        DPO; with --reverse, reverse DPO              (dpo --help)
+              distill    off-/on-policy AlignDistil and its variants   (distill --help)
+              eval       true reward, win rate, KLs, length, reward accuracy (eval --help)
               diagnose   what this machine offers: backends, native libraries, CPU code path, GPUs
               test       the whole test suite through Maven (handled by the ./aligndistil launcher)
               version
@@ -49,8 +56,12 @@ public final class Main {
         try {
             return switch (cmd) {
                 case "replay" -> ReplayCommand.run(rest, out);
-                case "demo" -> DemoCommand.run(rest, out);
+                case "demo" -> rest.length > 0 && rest[0].equals("--replay")
+                        ? DemoCommand.run(Arrays.copyOfRange(rest, 1, rest.length), out)
+                        : ai.aligndistil.pipeline.PipelineCommands.run("demo", rest, out, err);
                 case "logits" -> ai.aligndistil.model.LogitsCommand.run(rest, out, err);
+                case "task", "task-pairs", "sft", "dpo", "distill", "eval" ->
+                        ai.aligndistil.pipeline.PipelineCommands.run(cmd, rest, out, err);
                 case "diagnose" -> diagnose(out);
                 case "version", "--version" -> {
                     out.println("aligndistil " + version());

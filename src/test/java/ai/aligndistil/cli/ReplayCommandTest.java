@@ -223,7 +223,7 @@ class ReplayCommandTest {
 
     @Test
     void demoRuns() {
-        Run r = main("demo");
+        Run r = main("demo", "--replay");
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("relative L2 difference to the reference"), r.out());
     }

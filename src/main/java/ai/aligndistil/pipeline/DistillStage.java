@@ -1,0 +1,307 @@
+package ai.aligndistil.pipeline;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.bytedeco.pytorch.BoolOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorArrayRefOptional;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+import ai.aligndistil.kernel.DType;
+import ai.aligndistil.kernel.FusedDistillLoss;
+import ai.aligndistil.kernel.LossConfig;
+import ai.aligndistil.kernel.Variant;
+import ai.aligndistil.model.CausalLM;
+import ai.aligndistil.model.ChatTemplate;
+import ai.aligndistil.model.Tensors;
+import ai.aligndistil.pipeline.task.BuiltinTask;
+
+/**
+ * {@code distill}: off-policy and on-policy AlignDistil (and its variants) through the project's fused kernel.
+ *
+ * <p>Per micro-batch: the student's logits [B, T, V] come from a forward pass with autograd; the DPO model's
+ * and the second teacher's (reverse DPO for {@code aligndistil}/{@code contrast}, the reference for
+ * {@code adaptive}/{@code theorem1}, none for {@code gkd}) come from forward passes under inference mode. The
+ * kernel reads the three logit tensors in place (their {@code data_ptr}), writes d loss / d logits into a
+ * gradient tensor, and {@code logits.backward(grad)} carries it into the parameters; no [tokens x V] softmax is
+ * built. The loss is divided by the sequences of the whole optimiser batch ({@code sequenceDivisor}), so
+ * micro-batching does not change the gradient (spec 3.3).
+ *
+ * <p>Off-policy distils on the data's chosen responses (spec 6.2). On-policy samples one response per prompt
+ * from the current policy (temperature 1, top-p 1), distils on it, and takes one optimiser step per rollout
+ * batch of {@code --batch} prompts (spec 6.3).
+ */
+public final class DistillStage {
+    private DistillStage() {}
+
+    public static Options.Spec spec() {
+        return Stage.common("distill")
+                .value("mode", "off-policy").value("variant", "aligndistil")
+                .value("dpo", null).value("reverse-dpo", null).value("ref", null)
+                .value("beta", 0.1).value("beta2", null).value("epsilon", 1e-3)
+                .value("temperature", 1.0).value("student-temperature", 1.0).flag("length-norm", true)
+                .value("positions", "paper").value("gen-batch", 64);
+    }
+
+    /** Per-micro-batch sums the step reports as metrics (spec 5). */
+    public static final class Sums {
+        public double loss, weight, reward, klTea, klSecond, tokenKlTea, tokenKlSecond;
+        /** Sum over sequences of beta * KL(p_dpo || p_second) summed over rows (the DPO model's expected token reward). */
+        public double teacherReward;
+        /** Sum over sequences of the token reward of the actual next tokens (summed, and per-token mean). */
+        public double seqReward, tokenReward;
+        public long sequences, rows;
+        /** Whether to compute the teacher-side metrics (two extra passes over V per selected row, in Java). */
+        public boolean teacherMetrics;
+    }
+
+    /**
+     * One micro-batch: forward, fused loss and gradient, backward. Returns the loss contribution (already
+     * divided by {@code divisor} sequences).
+     */
+    public static double microStep(FusedDistillLoss fused, CausalLM student, CausalLM dpo, CausalLM second, Seqs.Packed p,
+                                   Seqs.Positions pos, double divisor, Sums sums) {
+        long b = p.rows(), t = p.width();
+        try (Arena arena = Arena.ofConfined()) {
+            Tensor logits = student.forward(p.ids());
+            Tensor dLogits = dpo.forwardInference(p.ids(), null).contiguous();
+            Tensor sLogits = second == null ? null : second.forwardInference(p.ids(), null).contiguous();
+            long v = logits.size(2);
+            DType dt = Tensors.is(logits, ScalarType.BFloat16) ? DType.BF16 : DType.F32;
+            Tensor grad = Tensors.zeros(dt == DType.BF16 ? ScalarType.BFloat16 : ScalarType.Float, b, t, v);
+            MemorySegment mask = arena.allocate(b * t);
+            int[] n = Seqs.distillMask(p, pos, mask);
+            MemorySegment w = arena.allocate(ValueLayout.JAVA_FLOAT, b * t);
+            MemorySegment met = arena.allocate(ValueLayout.JAVA_FLOAT, b * t * 3);
+            double loss;
+            try (FusedDistillLoss.Batch batch = fused.newBatch(b, t, v)) {
+                batch.student(Tensors.segment(logits), dt).dpo(Tensors.segment(dLogits), dtype(dLogits));
+                if (sLogits != null) batch.second(Tensors.segment(sLogits), dtype(sLogits));
+                batch.mask(mask).grad(Tensors.segment(grad), dt).weights(w).metrics(met).sequenceDivisor(divisor);
+                loss = batch.run();
+            }
+            logits.backward(grad, new BoolOptional(), false, new TensorArrayRefOptional());
+            if (sums != null) {
+                sums.loss += loss;
+                for (int i = 0; i < b; i++) {
+                    if (n[i] == 0) continue;
+                    double ws = 0, r = 0, kt = 0, ks = 0;
+                    for (long row = i * t; row < (i + 1) * t; row++) {
+                        if (mask.get(ValueLayout.JAVA_BYTE, row) == 0) continue;
+                        ws += w.getAtIndex(ValueLayout.JAVA_FLOAT, row);
+                        r += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3);
+                        kt += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3 + 1);
+                        ks += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3 + 2);
+                    }
+                    sums.weight += ws / n[i];
+                    sums.reward += r;
+                    sums.klTea += kt;
+                    sums.klSecond += ks;
+                    sums.tokenKlTea += kt / n[i];
+                    sums.tokenKlSecond += ks / n[i];
+                    sums.sequences++;
+                    sums.rows += n[i];
+                }
+                if (sums.teacherMetrics && sLogits != null) teacherMetrics(fused.config().beta(), p, mask, Tensors.segment(dLogits), dtype(dLogits),
+                        Tensors.segment(sLogits), dtype(sLogits), v, n, sums);
+            }
+            return loss;
+        }
+    }
+
+    /**
+     * Metrics of spec section 5 that only involve the teachers: {@code dpo_model_expected_reward} (per row
+     * beta * sum_v p_dpo (log p_dpo - log p_2)) and {@code seq_reward} / {@code token_reward} (the token reward
+     * beta * (log p_dpo - log p_2) of the token that follows each selected row). Reads the logits in place.
+     */
+    static void teacherMetrics(double beta, Seqs.Packed p, MemorySegment mask, MemorySegment zd, DType dd, MemorySegment zr, DType dr,
+                               long v, int[] n, Sums sums) {
+        long t = p.width();
+        long[] ids = Tensors.toLongs(p.ids());
+        for (int i = 0; i < p.rows(); i++) {
+            if (n[i] == 0) continue;
+            double seqTea = 0, seqTok = 0;
+            int tokRows = 0;
+            for (long r = 0; r < t; r++) {
+                long row = i * t + r;
+                if (mask.get(ValueLayout.JAVA_BYTE, row) == 0) continue;
+                long off = row * v;
+                double md = Double.NEGATIVE_INFINITY, mr = Double.NEGATIVE_INFINITY;
+                for (long c = 0; c < v; c++) {
+                    md = Math.max(md, read(zd, dd, off + c));
+                    mr = Math.max(mr, read(zr, dr, off + c));
+                }
+                double sd = 0, sr = 0;
+                for (long c = 0; c < v; c++) {
+                    sd += Math.exp(read(zd, dd, off + c) - md);
+                    sr += Math.exp(read(zr, dr, off + c) - mr);
+                }
+                double ad = md + Math.log(sd), ar = mr + Math.log(sr), kl = 0;
+                for (long c = 0; c < v; c++) {
+                    double ld = read(zd, dd, off + c) - ad, lr = read(zr, dr, off + c) - ar;
+                    kl += Math.exp(ld) * (ld - lr);
+                }
+                seqTea += beta * kl;
+                if (r + 1 < p.len()[i]) {
+                    long tok = ids[(int) (i * t + r + 1)];
+                    seqTok += beta * ((read(zd, dd, off + tok) - ad) - (read(zr, dr, off + tok) - ar));
+                    tokRows++;
+                }
+            }
+            sums.teacherReward += seqTea;
+            sums.seqReward += seqTok;
+            sums.tokenReward += tokRows == 0 ? 0 : seqTok / tokRows;
+        }
+    }
+
+    private static double read(MemorySegment s, DType d, long index) {
+        if (d == DType.BF16) return Float.intBitsToFloat(s.getAtIndex(ValueLayout.JAVA_SHORT, index) << 16);
+        return s.getAtIndex(ValueLayout.JAVA_FLOAT, index);
+    }
+
+    private static DType dtype(Tensor t) { return Tensors.is(t, ScalarType.BFloat16) ? DType.BF16 : DType.F32; }
+
+    /** The loss configuration of the options (beta2 default: 10 off-policy, 15 on-policy, as the scripts). */
+    public static LossConfig lossConfig(Options o) {
+        Variant v = Variant.parse(o.require("variant"));
+        boolean on = onPolicy(o);
+        double beta2 = o.has("beta2") ? o.num("beta2") : (on ? 15.0 : 10.0);
+        return new LossConfig(v, o.num("beta"), beta2, o.num("epsilon"), o.num("temperature"), o.num("student-temperature"), o.bool("length-norm"));
+    }
+
+    static boolean onPolicy(Options o) {
+        return switch (o.require("mode")) {
+            case "on-policy", "on" -> true;
+            case "off-policy", "off" -> false;
+            default -> throw new IllegalArgumentException("--mode must be off-policy or on-policy, got '" + o.str("mode") + "'");
+        };
+    }
+
+    public static Path run(Options o, PrintStream err) throws IOException {
+        Path modelDir = o.path("model"), out = o.path("out");
+        boolean on = onPolicy(o);
+        LossConfig cfg = lossConfig(o);
+        String name = (on ? "on-" : "off-") + cfg.variant().id();
+        Seqs.Positions pos = Seqs.Positions.parse(o.require("positions"), on);
+        Stage.Text text = Stage.Text.of(modelDir, o);
+        BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
+
+        CausalLM policy = Stage.load(modelDir, o);
+        CausalLM dpo = Stage.loadFrozen(o.path("dpo"), o);
+        CausalLM second = switch (cfg.variant()) {
+            case ALIGNDISTIL, CONTRAST -> Stage.loadFrozen(o.path("reverse-dpo"), o);
+            case ADAPTIVE, THEOREM1 -> Stage.loadFrozen(o.has("ref") ? o.path("ref") : modelDir, o);
+            case GKD -> null;
+        };
+        FusedDistillLoss fused = FusedDistillLoss.create(cfg);
+        int batch = o.integer("batch"), micro = o.integer("micro-batch"), epochs = o.integer("epochs");
+        long seed = o.longValue("seed");
+
+        // Off-policy: the chosen responses of the preference data. On-policy: the prompts (of a prompt file or of the pairs).
+        List<ChatTemplate.Example> examples = new ArrayList<>();
+        PromptSet prompts = null;
+        if (on) {
+            DataFiles.Loaded<List<ChatTemplate.Message>> l = DataFiles.prompts(o.path("data"), o.bool("skip-bad-lines"));
+            Stage.report(err, name, o.str("data"), l, null);
+            prompts = PromptSet.of(l.records(), text, o.integer("prompt-max-len"), task);
+        } else {
+            DataFiles.Loaded<DataFiles.Pair> l = DataFiles.pairs(o.path("data"), o.bool("skip-bad-lines"));
+            DataFiles.Counts c = new DataFiles.Counts();
+            for (DataFiles.Pair p : l.records()) {
+                ChatTemplate.Example e = DataFiles.tokenize(text.tpl(), text.tok(), p.chosenConversation(), o.integer("max-len"), c);
+                if (e != null) examples.add(e);
+            }
+            Stage.report(err, name, o.str("data"), l, c);
+        }
+        int n = on ? prompts.size() : examples.size();
+        int[] order = Stage.order(n, epochs, seed);
+        TrainLoop loop = new TrainLoop(name, out, policy, modelDir, o, Stage.steps(n, epochs, batch), err);
+        if (o.integer("eval-every") > 0 && o.has("eval-prompts")) {
+            PromptSet ps = PromptSet.load(o.path("eval-prompts"), text, o.integer("prompt-max-len"), task, true, err).first(o.integer("curve-prompts"));
+            CausalLM init = Stage.loadFrozen(modelDir, o);
+            loop.curve(PromptSet.curve(ps, task, init, dpo, o.integer("generate-max-len"), text.eos(), text.pad(), seed));
+        }
+        final PromptSet fp = prompts;
+        final double[] initReward = {Double.NaN};
+        loop.run(step -> {
+            Sums s = new Sums();
+            s.teacherMetrics = second != null;
+            List<int[]> micros = Stage.microBatches(order, step, batch, micro);
+            List<ChatTemplate.Example> rollout = null;
+            double reward = 0;
+            if (on) {
+                List<long[]> ps = new ArrayList<>();
+                int[] idx = new int[batch];
+                int k = 0;
+                for (int[] mb : micros) for (int i : mb) {
+                    ps.add(fp.ids().get(i));
+                    idx[k++] = i;
+                }
+                rollout = Sampler.sample(policy, ps, o.integer("generate-max-len"), 1.0, 1.0, rolloutSeed(seed, step), text.eos(), text.pad(), o.integer("gen-batch"));
+                if (task != null) for (int i = 0; i < rollout.size(); i++) {
+                    ChatTemplate.Example e = rollout.get(i);
+                    reward += task.reward(fp.lastWord()[idx[i]], java.util.Arrays.copyOfRange(e.ids(), e.promptLength(), e.ids().length)) / batch;
+                }
+            }
+            int k = 0;
+            for (int[] mb : micros) {
+                List<ChatTemplate.Example> part = new ArrayList<>();
+                for (int i : mb) part.add(on ? rollout.get(k++) : examples.get(i));
+                microStep(fused, policy, dpo, second, Seqs.pack(part, text.pad()), pos, batch, s);
+            }
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("loss", s.loss);
+            m.put("rlhf_loss", s.loss);
+            double ns = Math.max(1, s.sequences);
+            m.put("mean_weight", s.weight / ns);
+            m.put("expected_reward", s.reward / ns);
+            m.put("seq_tea_kl", s.klTea / ns);
+            m.put("token_tea_kl", s.tokenKlTea / ns);
+            m.put(cfg.variant() == Variant.ALIGNDISTIL || cfg.variant() == Variant.CONTRAST ? "seq_rev_kl" : "seq_ref_kl", s.klSecond / ns);
+            if (second != null) m.put("dpo_model_expected_reward", s.teacherReward / ns);
+            // reward/kl as the official trainers: (expected_reward - the first step's) / (KL to the second teacher + 1)
+            if (Double.isNaN(initReward[0])) initReward[0] = firstExpectedReward(out, s.reward / ns);
+            m.put("reward/kl", (s.reward / ns - initReward[0]) / (s.klSecond / ns + 1));
+            m.put("selected_rows", s.rows);
+            m.put("skipped_sequences", batch - s.sequences);
+            if (on) {
+                m.put("response_length", PromptSet.mean(PromptSet.lengths(rollout)));
+                double total = 0;
+                for (ChatTemplate.Example e : rollout) total += e.ids().length;
+                m.put("total_length", total / rollout.size());
+                if (second != null) {
+                    m.put("seq_reward", s.seqReward / ns);
+                    m.put("token_reward", s.tokenReward / ns);
+                }
+                if (task != null) m.put("true_reward", reward);
+            }
+            return m;
+        });
+        return out;
+    }
+
+    /** The first logged step's expected reward (so a resumed run keeps its reference), else {@code current}. */
+    static double firstExpectedReward(Path out, double current) {
+        try {
+            List<Map<String, Object>> rows = JsonLines.read(out.resolve("metrics.jsonl"));
+            if (!rows.isEmpty() && rows.get(0).get("expected_reward") instanceof Number n) return n.doubleValue();
+        } catch (IOException | RuntimeException e) {
+            // no usable log: this step is the first
+        }
+        return current;
+    }
+
+    /** The sampling seed of an on-policy step: a function of the run's seed and the step only, so resuming repeats it. */
+    static long rolloutSeed(long seed, long step) {
+        return seed * 0x9E3779B97F4A7C15L + step * 1_000_003L;
+    }
+}
