@@ -4,8 +4,9 @@
 #
 #   benchmarks/cpu.sh            full suite: V in {32000, 128256, 151936} x {64, 512} tokens x {f32, bf16}, fused and
 #                                libtorch at 1 and 2 threads (~25 min on the 2-core VM)
-#   benchmarks/cpu.sh --quick    fused vs libtorch at V=151936, 64 tokens, f32, 1 thread (~1 min); last line:
-#                                "fused/libtorch speedup V=151936 f32 1-thread: <X>x"
+#   benchmarks/cpu.sh --quick    fused vs libtorch at V=151936, 64 tokens, f32, 1 thread (~1.5 min); last line:
+#                                "fused/libtorch speedup V=151936 f32 1-thread: <X>x", X against the faster of the
+#                                two libtorch runs (glibc malloc as installed / tuned not to unmap large blocks)
 #   options: --no-build (use target/ as it is), -- <extra JMH args> (e.g. -- -f 2 -i 10)
 #
 # Writes benchmarks/results/cpu[-quick]-<date>-<cpu>-<commit>.json (+ .meta.json, .md table, .png chart).
@@ -28,15 +29,22 @@ bench_names
 run="$RUNS/cpu-$$"
 mkdir -p "$run"
 
+# libtorch runs twice: with glibc's allocator as installed (malloc=default), and tuned not to unmap large blocks
+# (malloc=no-mmap, GLIBC_TUNABLES below): without it every call page-faults its >32 MiB intermediates back in.
+NO_MMAP="glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
 if [[ $QUICK == 1 ]]; then
   suite=cpu-quick
-  jmh "$run/t1.json" 1 'FusedLossBench\.(fused|libtorch)$' -p vocab=151936 -p tokens=64 -p dtype=f32 -p threads=1 "${EXTRA[@]}"
-  parts=("$run/t1.json")
+  q=(-p vocab=151936 -p tokens=64 -p dtype=f32 -p threads=1)
+  jmh "$run/t1.json" 1 'FusedLossBench\.(fused|libtorch)$' "${q[@]}" -p malloc=default "${EXTRA[@]}"
+  GLIBC_TUNABLES="$NO_MMAP" jmh "$run/t1-nommap.json" 1 'FusedLossBench\.libtorch$' "${q[@]}" -p malloc=no-mmap "${EXTRA[@]}"
+  parts=("$run/t1.json" "$run/t1-nommap.json")
 else
   suite=cpu
-  jmh "$run/t1.json" 1 'FusedLossBench\.' -p threads=1 "${EXTRA[@]}"
-  jmh "$run/t2.json" 2 'FusedLossBench\.(fused|libtorch)$' -p threads=2 "${EXTRA[@]}"
-  parts=("$run/t1.json" "$run/t2.json")
+  jmh "$run/t1.json" 1 'FusedLossBench\.' -p threads=1 -p malloc=default "${EXTRA[@]}"
+  GLIBC_TUNABLES="$NO_MMAP" jmh "$run/t1-nommap.json" 1 'FusedLossBench\.libtorch$' -p threads=1 -p malloc=no-mmap "${EXTRA[@]}"
+  jmh "$run/t2.json" 2 'FusedLossBench\.(fused|libtorch)$' -p threads=2 -p malloc=default "${EXTRA[@]}"
+  GLIBC_TUNABLES="$NO_MMAP" jmh "$run/t2-nommap.json" 2 'FusedLossBench\.libtorch$' -p threads=2 -p malloc=no-mmap "${EXTRA[@]}"
+  parts=("$run/t1.json" "$run/t1-nommap.json" "$run/t2.json" "$run/t2-nommap.json")
   if "$JAVA" --enable-native-access=ALL-UNNAMED -Daligndistil.native.dir="$ROOT/target/native" -cp "$CP" ai.aligndistil.bench.Results gpu >&2; then
     jmh "$run/cuda.json" 1 'FusedLossCudaBench\.' "${EXTRA[@]}"
     parts+=("$run/cuda.json")

@@ -29,7 +29,7 @@ import ai.aligndistil.kernel.Variant;
  *   <li>{@code fused}: the native CPU kernel at {@code threads} threads;</li>
  *   <li>{@code libtorch}: the same loss composed from libtorch ops with autograd ({@link TorchLoss}), torch intra-op
  *       threads = {@code threads} (run the JVM with OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = threads: benchmarks/cpu.sh
- *       does);</li>
+ *       does), with glibc's allocator as installed and tuned not to unmap large blocks ({@code malloc});</li>
  *   <li>{@code reference}: the float64 Java reference, small shapes only;</li>
  *   <li>{@code variant}: every teacher construction through the fused kernel at one size.</li>
  * </ul>
@@ -90,22 +90,41 @@ public class FusedLossBench {
         }
     }
 
+    /**
+     * The glibc tunables that keep freed large blocks in the heap instead of handing them back to the kernel. With
+     * glibc's defaults every libtorch tensor above 32 MiB is an mmap of its own, so each call of the baseline
+     * page-faults its intermediates back in (about 140k faults per call at V=151936, 64 tokens, f32); these
+     * settings remove that, which is what a tuned deployment (or tcmalloc/jemalloc) gets.
+     */
+    public static final String NO_MMAP_TUNABLES = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295";
+
     @State(Scope.Benchmark)
     public static class Torch extends Shape {
         @Param({"1", "2"})
         public int threads;
+        /**
+         * The C allocator under libtorch: {@code default} (glibc as installed) or {@code no-mmap}
+         * ({@link #NO_MMAP_TUNABLES}). JMH cannot set a fork's environment, so the script runs each value with the
+         * matching GLIBC_TUNABLES and the setup refuses a mismatch.
+         */
+        @Param({"default", "no-mmap"})
+        public String malloc;
 
         TorchLoss loss;
 
         @Setup(Level.Trial)
         public void setup() {
+            String tun = System.getenv("GLIBC_TUNABLES");
+            boolean tuned = tun != null && tun.contains("glibc.malloc.mmap_threshold");
+            if (malloc.equals("no-mmap") != tuned)
+                throw new IllegalStateException("malloc=" + malloc + " needs GLIBC_TUNABLES " + (tuned ? "unset" : "=" + NO_MMAP_TUNABLES) + " (is: " + tun + ")");
             LossConfig cfg = LossConfig.defaults(Variant.ALIGNDISTIL);
             data = new BenchData(tokens, vocab, dt(), dt(), SEED);
             double oracle = Verify.oracleLoss(data, cfg);            // before torch loads: the fused CPU kernel, checked
             loss = new TorchLoss(data, cfg, threads);
             data.poisonGrad();
             double l = loss.run(data.grad);
-            System.out.println("[bench] " + Verify.other("libtorch (" + threads + " thread(s), OMP_NUM_THREADS=" + System.getenv("OMP_NUM_THREADS")
+            System.out.println("[bench] " + Verify.other("libtorch (" + threads + " thread(s), malloc " + malloc + ", OMP_NUM_THREADS=" + System.getenv("OMP_NUM_THREADS")
                     + ", OPENBLAS_NUM_THREADS=" + System.getenv("OPENBLAS_NUM_THREADS") + ")", data, cfg, data.grad, data.gradType, l, oracle));
         }
 
