@@ -5,6 +5,7 @@
 #   benchmarks/gpu/prepare.sh            -> target/gpu-bundle/ (about 60 MB)
 # then, on the GPU machine, from the repository root with target/gpu-bundle carried along:
 #   benchmarks/gpu/run-gpu-tests.sh
+#   benchmarks/gpu/bench.sh                 (the CUDA benchmark suites; JMH is in the bundle too)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${JAVA_HOME:=/usr/lib/jvm/temurin-25-jdk-amd64}"
@@ -15,6 +16,10 @@ mkdir -p "$out/lib"
 mvn -q -B -ntp -DskipTests package test-compile
 mvn -q -B -ntp dependency:copy -Dartifact=org.junit.platform:junit-platform-console-standalone:1.14.4 -DoutputDirectory="$out/lib"
 cp target/aligndistil.jar "$out/lib/"
+# JMH and its two dependencies, for the benchmark suites (benchmarks/gpu/bench.sh); the bench classes are in test-classes
+mvn -q -B -ntp dependency:copy-dependencies -DincludeScope=test -DincludeGroupIds=org.openjdk.jmh,net.sf.jopt-simple,org.apache.commons \
+  -DexcludeArtifactIds=commons-lang3,commons-io,commons-compress -DoutputDirectory="$out/lib"
+echo "$(git rev-parse --short HEAD)$([[ -n "$(git status --porcelain --untracked-files=no)" ]] && echo -dirty)" > "$out/COMMIT"
 # test classes and the few test-scope jars the kernel tests need (JUnit comes with the console launcher)
 cp -r target/test-classes "$out/test-classes"
 "$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,java.management,java.xml,jdk.management,jdk.unsupported \
