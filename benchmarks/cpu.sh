@@ -30,8 +30,9 @@ run="$RUNS/cpu-$$"
 mkdir -p "$run"
 
 # libtorch runs twice: with glibc's allocator as installed (malloc=default), and tuned not to unmap large blocks
-# (malloc=no-mmap, GLIBC_TUNABLES below): without it every call page-faults its >32 MiB intermediates back in.
-NO_MMAP="glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+# (malloc=no-mmap, GLIBC_TUNABLES below: no mmap/trim of big blocks, one arena): without it every call page-faults
+# its >32 MiB intermediates back in.
+NO_MMAP="glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1"
 if [[ $QUICK == 1 ]]; then
   suite=cpu-quick
   q=(-p vocab=151936 -p tokens=64 -p dtype=f32 -p threads=1)
