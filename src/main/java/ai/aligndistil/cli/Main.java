@@ -110,6 +110,7 @@ public final class Main {
                         info[0], info[1], info[2], info[3] / (double) (1L << 30), info[4] >> 20, info[5], info[6]);
             }
         }
+        out.println("nvtx        " + ai.aligndistil.kernel.Nvtx.status() + " [-D" + ai.aligndistil.kernel.Nvtx.PROPERTY + "=auto|true|false]");
         out.println("host default backend: " + Backends.hostDefault()
                 + (NativeCpu.available() ? "" : " (native CPU library unavailable: " + NativeCpu.problem() + ")"));
         return 0;

@@ -22,6 +22,13 @@ final class CudaBatch implements AutoCloseable {
     // staging copies (host batches only)
     private final MemorySegment[] staged = new MemorySegment[8];
 
+    /**
+     * NVTX range around each launch of the fused loss (the launcher ad_fdl_cuda enqueues the four
+     * aligndistil_fdl_* kernels; in Nsight Systems they appear under this range on the CPU timeline and, with
+     * CUDA projection, on the GPU one).
+     */
+    static final Nvtx.Range LAUNCH_RANGE = Nvtx.range("fused_distill_loss");
+
     CudaBatch(FusedDistillLoss.Batch x) {
         Backends.logOnce(Backend.CUDA, x.op().backend() == Backend.CUDA ? "explicit" : "device memory");
         this.x = x;
@@ -37,7 +44,10 @@ final class CudaBatch implements AutoCloseable {
             workspace = NativeCuda.malloc(Math.max(need, 256));
             workspaceBytes = Math.max(need, 256);
         }
-        int rc = NativeCuda.fdl(p, workspace.address(), workspaceBytes, dLoss.address(), dStatus.address(), stream);
+        int rc;
+        try (Nvtx.Range _ = LAUNCH_RANGE.open()) {
+            rc = NativeCuda.fdl(p, workspace.address(), workspaceBytes, dLoss.address(), dStatus.address(), stream);
+        }
         if (rc != ProblemStruct.AD_OK) throw x.errorFromStatus(rc, -1, -1, false);
     }
 

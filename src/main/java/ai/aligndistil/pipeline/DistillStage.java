@@ -19,6 +19,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 import ai.aligndistil.kernel.DType;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.LossConfig;
+import ai.aligndistil.kernel.Nvtx;
 import ai.aligndistil.kernel.Variant;
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.ChatTemplate;
@@ -42,6 +43,9 @@ import ai.aligndistil.pipeline.task.BuiltinTask;
  */
 public final class DistillStage {
     private DistillStage() {}
+
+    /** NVTX ranges distill/* (push/pop pairs: an exception leaves one open, which only shows in the profile of a failed step). */
+    private static final StepRanges NV = StepRanges.DISTILL;
 
     public static Options.Spec spec() {
         return Stage.common("distill")
@@ -72,9 +76,13 @@ public final class DistillStage {
                                    Seqs.Positions pos, double divisor, Sums sums) {
         long b = p.rows(), t = p.width();
         try (Arena arena = Arena.ofConfined()) {
+            NV.forwardStudent.push();
             Tensor logits = student.forward(p.ids());
+            Nvtx.pop();
+            NV.forwardTeachers.push();
             Tensor dLogits = dpo.forwardInference(p.ids(), null).contiguous();
             Tensor sLogits = second == null ? null : second.forwardInference(p.ids(), null).contiguous();
+            Nvtx.pop();
             long v = logits.size(2);
             DType dt = Tensors.is(logits, ScalarType.BFloat16) ? DType.BF16 : DType.F32;
             Tensor grad = Tensors.zeros(dt == DType.BF16 ? ScalarType.BFloat16 : ScalarType.Float, b, t, v);
@@ -83,13 +91,17 @@ public final class DistillStage {
             MemorySegment w = arena.allocate(ValueLayout.JAVA_FLOAT, b * t);
             MemorySegment met = arena.allocate(ValueLayout.JAVA_FLOAT, b * t * 3);
             double loss;
+            NV.loss.push();
             try (FusedDistillLoss.Batch batch = fused.newBatch(b, t, v)) {
                 batch.student(Tensors.segment(logits), dt).dpo(Tensors.segment(dLogits), dtype(dLogits));
                 if (sLogits != null) batch.second(Tensors.segment(sLogits), dtype(sLogits));
                 batch.mask(mask).grad(Tensors.segment(grad), dt).weights(w).metrics(met).sequenceDivisor(divisor);
                 loss = batch.run();
             }
+            Nvtx.pop();
+            NV.backward.push();
             logits.backward(grad, new BoolOptional(), false, new TensorArrayRefOptional());
+            Nvtx.pop();
             if (sums != null) {
                 sums.loss += loss;
                 for (int i = 0; i < b; i++) {
@@ -111,8 +123,10 @@ public final class DistillStage {
                     sums.sequences++;
                     sums.rows += n[i];
                 }
+                NV.metrics.push();
                 if (sums.teacherMetrics && sLogits != null) teacherMetrics(fused.config().beta(), p, mask, Tensors.segment(dLogits), dtype(dLogits),
                         Tensors.segment(sLogits), dtype(sLogits), v, n, sums);
+                Nvtx.pop();
             }
             return loss;
         }
@@ -246,7 +260,9 @@ public final class DistillStage {
                     ps.add(fp.ids().get(i));
                     idx[k++] = i;
                 }
+                NV.rollout.push();
                 rollout = Sampler.sample(policy, ps, o.integer("generate-max-len"), 1.0, 1.0, rolloutSeed(seed, step), text.eos(), text.pad(), o.integer("gen-batch"));
+                Nvtx.pop();
                 if (task != null) for (int i = 0; i < rollout.size(); i++) {
                     ChatTemplate.Example e = rollout.get(i);
                     reward += task.reward(fp.lastWord()[idx[i]], java.util.Arrays.copyOfRange(e.ids(), e.promptLength(), e.ids().length)) / batch;

@@ -11,6 +11,7 @@ import java.util.Map;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 
+import ai.aligndistil.kernel.Nvtx;
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.ChatTemplate;
 import ai.aligndistil.model.Tensors;
@@ -67,11 +68,20 @@ public final class DpoStage {
                 for (int i : mb) seqs.add(tp.get(i).rejected());
                 Seqs.Packed p = Seqs.pack(seqs, text.pad());
                 int n = mb.length;
+                StepRanges.DPO.forwardTeachers.push(); // NVTX dpo/*: push/pop pairs, as in DistillStage
                 float[] refLp = Tensors.toFloats(Seqs.responseLogProbs(ref.forwardInference(p.ids(), null), p));
+                Nvtx.pop();
                 Tensor refT = Tensors.fromFloats(refLp, 2L * n);
+                StepRanges.DPO.forwardStudent.push();
                 Tensor lp = Seqs.responseLogProbs(policy.forward(p.ids()), p);
+                Nvtx.pop();
+                StepRanges.DPO.loss.push();
                 Tensor per = loss(lp.narrow(0, 0, n), lp.narrow(0, n, n), refT.narrow(0, 0, n), refT.narrow(0, n, n), beta);
-                per.sum().div(Tensors.scalar(batch)).backward();
+                Tensor total = per.sum().div(Tensors.scalar(batch));
+                Nvtx.pop();
+                StepRanges.DPO.backward.push();
+                total.backward();
+                Nvtx.pop();
                 float[] l = Tensors.toFloats(per);
                 float[] pl = Tensors.toFloats(lp);
                 for (int i = 0; i < n; i++) {

@@ -10,6 +10,7 @@ import java.util.Map;
 
 import org.bytedeco.pytorch.Tensor;
 
+import ai.aligndistil.kernel.Nvtx;
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.ChatTemplate;
 import ai.aligndistil.pipeline.task.BuiltinTask;
@@ -50,9 +51,15 @@ public final class SftStage {
                 List<ChatTemplate.Example> part = new ArrayList<>();
                 for (int i : mb) part.add(ex.get(i));
                 Seqs.Packed p = Seqs.pack(part, text.pad());
+                StepRanges.SFT.forwardStudent.push(); // NVTX sft/*: push/pop pairs, as in DistillStage
                 Tensor lp = Seqs.responseLogProbs(policy.forward(p.ids()), p);
+                Nvtx.pop();
+                StepRanges.SFT.loss.push();
                 Tensor l = lp.sum().neg().div(ai.aligndistil.model.Tensors.scalar(tokens));
+                Nvtx.pop();
+                StepRanges.SFT.backward.push();
                 l.backward();
+                Nvtx.pop();
                 loss += l.item_double();
             }
             Map<String, Object> m = new LinkedHashMap<>();

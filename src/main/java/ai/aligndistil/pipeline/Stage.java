@@ -23,6 +23,8 @@ public final class Stage {
      * Options every training stage takes, with the defaults of the official scripts (spec 6.1 to 6.4): lr 1e-6,
      * 128 sequences (pairs) per optimiser step, micro-batch 1, 1 epoch, warmup 10 %, cosine to 10 % of lr,
      * clipping at 1.0, weight decay 0, max length 2048, seed 42, Qwen2.5's system prompt and EOS.
+     * {@code --profile-step N} / {@code --profile-steps N:M} bracket those optimiser steps with
+     * cudaProfilerStart/Stop ({@link ProfileWindow}, docs/profiling.md); unset by default.
      */
     public static Options.Spec common(String stage) {
         return new Options.Spec(stage)
@@ -34,7 +36,8 @@ public final class Stage {
                 .value("system-prompt", ChatTemplate.QWEN25_SYSTEM).value("eos", ChatTemplate.IM_END)
                 .value("task", null).value("eval-prompts", null).value("eval-every", 0).value("curve-prompts", 64)
                 .value("generate-max-len", 1024).value("prompt-max-len", 1024)
-                .flag("skip-bad-lines", false).flag("resume", true).flag("quiet", false);
+                .flag("skip-bad-lines", false).flag("resume", true).flag("quiet", false)
+                .value("profile-step", null).value("profile-steps", null);
     }
 
     /** Tokenizer, chat template and special ids of a model folder. */

@@ -9,6 +9,7 @@ import java.util.Map;
 
 import org.bytedeco.javacpp.PointerScope;
 
+import ai.aligndistil.kernel.Nvtx;
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.train.AdamW;
@@ -24,6 +25,11 @@ import ai.aligndistil.train.TrainCheckpoint;
  * optimiser, step) and resumption from it. The data order is a function of the seed and the step, so a resumed
  * run repeats exactly what an uninterrupted one does. At the end the model is saved into the output folder
  * (config.json, model.safetensors, tokenizer files) and the checkpoint removed.
+ *
+ * <p>Each phase runs inside an NVTX range ({@link StepRanges}: {@code <family>/step}, {@code /clip},
+ * {@code /optimizer_step}, {@code /checkpoint}, {@code /eval}; the stages add the forward, loss and backward
+ * ranges), and {@code --profile-step N} / {@code --profile-steps N:M} bracket those steps with
+ * cudaProfilerStart/Stop ({@link ProfileWindow}).
  */
 public final class TrainLoop {
     /** One optimiser step's forward/backward passes; returns the step's metrics. */
@@ -90,29 +96,60 @@ public final class TrainLoop {
         long stopAt = Math.min(total, o.longValue("max-steps") > 0 ? o.longValue("max-steps") : total);
         int evalEvery = o.integer("eval-every"), saveSteps = o.integer("save-steps");
         double maxNorm = o.num("max-norm");
+        StepRanges nv = StepRanges.of(o.stage());
+        ProfileWindow prof = ProfileWindow.of(o);
+        if (prof != null && (prof.last() <= step || prof.first() > stopAt))
+            err.println(stage + ": --profile-step" + (prof.first() == prof.last() ? "" : "s") + ": " + prof + " is outside the steps this run takes ("
+                    + (step + 1) + ".." + stopAt + "); nothing will be profiled");
+        boolean profiling = false;
         Progress bar = new Progress(stage, step, total, err, o.bool("quiet"));
         long t0 = System.nanoTime();
         while (step < stopAt) {
             double lr = sched.lr(step);
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("step", step + 1);
-            try (PointerScope s = new PointerScope()) {
+            if (prof != null && !profiling && prof.contains(step + 1)) {
+                profiling = Nvtx.profilerStart();
+                if (profiling) err.println(stage + ": profiling " + prof + " (cudaProfilerStart at step " + (step + 1) + ")"
+                        + (Nvtx.toolLikelyAttached() ? "" : "; no Nsight tool seems attached (no CUDA_INJECTION64_PATH), so nothing is recorded"));
+            }
+            try (PointerScope s = new PointerScope(); Nvtx.Range _ = nv.step.open()) {
                 policy.zeroGrad();
                 m.putAll(fn.step(step));
-                double norm = GradClip.clip(policy.namedParameters().values(), maxNorm);
+                double norm;
+                try (Nvtx.Range _ = nv.clip.open()) {
+                    norm = GradClip.clip(policy.namedParameters().values(), maxNorm);
+                }
                 m.put("grad_norm", norm);
-                if (Double.isFinite(norm)) opt.step(lr);
-                else m.put("skipped", true);
+                if (Double.isFinite(norm)) {
+                    try (Nvtx.Range _ = nv.optimizerStep.open()) {
+                        opt.step(lr);
+                    }
+                } else m.put("skipped", true);
+            }
+            if (profiling && step + 1 >= prof.last()) {
+                Nvtx.profilerStop();
+                profiling = false;
+                err.println(stage + ": profiling stopped after step " + (step + 1) + " (cudaProfilerStop)");
             }
             m.put("lr", lr);
             step++;
             m.put("elapsed_s", (System.nanoTime() - t0) / 1e9);
             metrics.append(m);
-            if (curve != null && evalEvery > 0 && (step % evalEvery == 0 || step == total)) curveLog.append(withStep(curve.measure(policy, step), step));
-            if (saveSteps > 0 && step % saveSteps == 0 && step < total) checkpoint(ckpt, opt, step);
+            if (curve != null && evalEvery > 0 && (step % evalEvery == 0 || step == total)) {
+                try (Nvtx.Range _ = nv.eval.open()) {
+                    curveLog.append(withStep(curve.measure(policy, step), step));
+                }
+            }
+            if (saveSteps > 0 && step % saveSteps == 0 && step < total) {
+                try (Nvtx.Range _ = nv.checkpoint.open()) {
+                    checkpoint(ckpt, opt, step);
+                }
+            }
             Object loss = m.get("loss");
             bar.update(step, loss instanceof Double d ? String.format("loss %.4g", d) : "");
         }
+        if (profiling) Nvtx.profilerStop(); // the window ran past the last step this run takes
         if (step < total) {
             checkpoint(ckpt, opt, step);
             err.println(stage + ": stopped at step " + step + "/" + total + " (--max-steps); resume by running the same command again");

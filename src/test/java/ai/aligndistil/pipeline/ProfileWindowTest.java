@@ -1,0 +1,67 @@
+package ai.aligndistil.pipeline;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import ai.aligndistil.kernel.NativeCuda;
+
+/** --profile-step / --profile-steps: parsing, and that bracketing steps with the CUDA profiler changes nothing else. */
+class ProfileWindowTest {
+    @TempDir Path tmp;
+
+    private static ProfileWindow parse(String... args) { return ProfileWindow.of(SftStage.spec().parse(args)); }
+
+    @Test
+    void parsesOneStepAndARange() {
+        assertNull(parse());
+        assertEquals(new ProfileWindow(3, 3), parse("--profile-step", "3"));
+        assertEquals(new ProfileWindow(2, 5), parse("--profile-steps", "2:5"));
+        assertEquals(new ProfileWindow(4, 4), parse("--profile-steps=4:4"));
+        ProfileWindow w = parse("--profile-steps", " 2 : 3 ");
+        assertTrue(w.contains(2) && w.contains(3) && !w.contains(1) && !w.contains(4), w.toString());
+    }
+
+    @Test
+    void rejectsBadWindowsNamingTheFlag() {
+        String[][] bad = {{"--profile-step", "0"}, {"--profile-step", "-1"}, {"--profile-step", "x"}, {"--profile-steps", "3"},
+                {"--profile-steps", "5:2"}, {"--profile-steps", "0:2"}, {"--profile-steps", "1:"}, {"--profile-step", "1", "--profile-steps", "1:2"}};
+        for (String[] a : bad) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> parse(a), String.join(" ", a));
+            assertTrue(e.getMessage().contains("--profile-step"), "message names the flag: " + e.getMessage());
+        }
+    }
+
+    @Test
+    void profilingAWindowLeavesTrainingUnchanged() throws Exception {
+        Path task = Fixture.task(tmp.resolve("task"));
+        String base = task.resolve("base").toString();
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        PrintStream err = new PrintStream(log, true, StandardCharsets.UTF_8);
+        DpoStage.run(DpoStage.spec().parse(Fixture.common(task, "--model", base, "--out", tmp.resolve("plain").toString(), "--lr", "1e-2")), Fixture.NULL);
+        DpoStage.run(DpoStage.spec().parse(Fixture.common(task, "--model", base, "--out", tmp.resolve("prof").toString(), "--lr", "1e-2",
+                "--profile-steps", "2:3")), err);
+        assertArrayEquals(Files.readAllBytes(tmp.resolve("plain/model.safetensors")), Files.readAllBytes(tmp.resolve("prof/model.safetensors")),
+                "the profiled run trains to the same weights");
+        String text = log.toString(StandardCharsets.UTF_8);
+        // With a GPU the window opens and closes; without one, Nvtx logs once (java.util.logging) and the run says nothing.
+        assertEquals(NativeCuda.available(), text.contains("dpo: profiling steps 2..3"), text);
+        assertEquals(NativeCuda.available(), text.contains("profiling stopped after step 3"), text);
+
+        log.reset();
+        DpoStage.run(DpoStage.spec().parse(Fixture.common(task, "--model", base, "--out", tmp.resolve("far").toString(), "--lr", "1e-2",
+                "--max-steps", "1", "--profile-step", "5")), err);
+        assertTrue(log.toString(StandardCharsets.UTF_8).contains("step 5 is outside the steps this run takes (1..1)"), log.toString(StandardCharsets.UTF_8));
+    }
+}
