@@ -6,6 +6,7 @@
 # then, on the GPU machine, from the repository root with target/gpu-bundle carried along:
 #   benchmarks/gpu/run-gpu-tests.sh
 #   benchmarks/gpu/bench.sh                 (the CUDA benchmark suites; JMH is in the bundle too)
+#   benchmarks/gpu/verify.sh                (issue 6's check in under 5 minutes: correctness, sanitizers, ncu, timings vs floors)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${JAVA_HOME:=/usr/lib/jvm/temurin-25-jdk-amd64}"
@@ -28,5 +29,14 @@ cp -r target/test-classes "$out/test-classes"
 cmake -S native -B target/native-tests -DCMAKE_BUILD_TYPE=Release -DAD_CPU=OFF -DAD_BUILD_TESTS=ON -DAD_OUTPUT_DIR="$PWD/$out/native" >/dev/null
 cmake --build target/native-tests -j2 --target fdl_cuda_selftest >/dev/null
 cp target/native-tests/fdl_cuda_selftest "$out/native/" 2>/dev/null || find target/native-tests -name fdl_cuda_selftest -type f -exec cp {} "$out/native/" \;
+# the probe of benchmarks/gpu/verify.sh and, when their sources exist, the fused-linear self-test and benchmark, linked
+# against the bundle's library (verify.sh builds whatever is missing here on the GPU box instead)
+if command -v nvcc >/dev/null; then
+  nvl=(-O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Inative/include -L"$out/native" -laligndistil_cuda -Xlinker '-rpath=$ORIGIN' -ldl)
+  nvcc benchmarks/gpu/fdl_cuda_probe.cu "${nvl[@]}" -o "$out/native/fdl_cuda_probe"
+  for p in fll_cuda_selftest fll_cuda_bench; do
+    [[ -f native/tests/$p.cu ]] && { nvcc native/tests/$p.cu "${nvl[@]}" -o "$out/native/$p" || echo "prepare: $p did not link against the library; verify.sh will build it on the box"; }
+  done
+fi
 readelf -S target/native/libaligndistil_cuda.so | grep -q nv_fatbin && echo "prepare: CUDA library has a fatbin: $(grep -a -o -E 'sm_[0-9]+a?' target/native/libaligndistil_cuda.so | sort -u | tr '\n' ' ')"
 du -sh "$out"
