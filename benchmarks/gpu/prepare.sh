@@ -32,6 +32,7 @@ cp target/native-tests/fdl_cuda_selftest "$out/native/" 2>/dev/null || find targ
 # the probe of benchmarks/gpu/verify.sh and, when their sources exist, the fused-linear self-test and benchmark, linked
 # against the bundle's library (verify.sh builds whatever is missing here on the GPU box instead)
 if command -v nvcc >/dev/null; then
+  # shellcheck disable=SC2054,SC2016 # the commas belong to -gencode; $ORIGIN is for the linker, not the shell
   nvl=(-O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Inative/include -L"$out/native" -laligndistil_cuda -Xlinker '-rpath=$ORIGIN' -ldl)
   nvcc benchmarks/gpu/fdl_cuda_probe.cu "${nvl[@]}" -o "$out/native/fdl_cuda_probe"
   for p in fll_cuda_selftest fll_cuda_bench; do

@@ -27,7 +27,7 @@
 #   report   verify_report.py: JSON + Markdown into ${OUT:-benchmarks/results} named verify-<date>-<card>-<commit>,
 #            the step logs as verify-logs-<card>.tar.gz, and a table printed LAST, one line per goal of issue 6.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 DRY=0
 JAVA=1
 JMH=0

@@ -44,6 +44,19 @@ class ProfileWindowTest {
     }
 
     @Test
+    void rangeNamesAreFamilySlashPhaseAsDocumented() {
+        // docs/profiling.md lists these names; Nsight filters (--nvtx-capture, --nvtx-include) depend on them.
+        assertEquals("distill/step", StepRanges.DISTILL.step.name());
+        assertEquals("distill/forward_student", StepRanges.of("distill").forwardStudent.name());
+        assertEquals("dpo/forward_teachers", StepRanges.of("dpo").forwardTeachers.name());
+        assertEquals("sft/optimizer_step", StepRanges.SFT.optimizerStep.name());
+        assertEquals("distill/rollout", StepRanges.DISTILL.rollout.name());
+        assertEquals("sft/backward", StepRanges.of(SftStage.spec().defaults().stage()).backward.name());
+        assertEquals("dpo/loss", StepRanges.of(DpoStage.spec().defaults().stage()).loss.name());
+        assertEquals("distill/clip", StepRanges.of(DistillStage.spec().defaults().stage()).clip.name());
+    }
+
+    @Test
     void profilingAWindowLeavesTrainingUnchanged() throws Exception {
         Path task = Fixture.task(tmp.resolve("task"));
         String base = task.resolve("base").toString();
