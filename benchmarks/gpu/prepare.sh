@@ -27,16 +27,20 @@ cp -r target/test-classes "$out/test-classes"
   --strip-debug --no-header-files --no-man-pages --compress=zip-9 --output "$out/jdk"
 # the native GPU self-test (double-precision host reference; --bench for timing), linked against the same library
 cmake -S native -B target/native-tests -DCMAKE_BUILD_TYPE=Release -DAD_CPU=OFF -DAD_BUILD_TESTS=ON -DAD_OUTPUT_DIR="$PWD/$out/native" >/dev/null
-cmake --build target/native-tests -j2 --target fdl_cuda_selftest >/dev/null
-cp target/native-tests/fdl_cuda_selftest "$out/native/" 2>/dev/null || find target/native-tests -name fdl_cuda_selftest -type f -exec cp {} "$out/native/" \;
-# the probe of benchmarks/gpu/verify.sh and, when their sources exist, the fused-linear self-test and benchmark, linked
-# against the bundle's library (verify.sh builds whatever is missing here on the GPU box instead)
+targets=(fdl_cuda_selftest)
+for p in fll_cuda_selftest fll_cuda_bench; do grep -q "$p" native/CMakeLists.txt && [[ -f native/tests/$p.cu ]] && targets+=("$p"); done
+cmake --build target/native-tests -j2 --target "${targets[@]}" >/dev/null
+for t in "${targets[@]}"; do
+  [[ -x "$out/native/$t" ]] || find target/native-tests -name "$t" -type f -exec cp {} "$out/native/" \;
+done
+# the probe of benchmarks/gpu/verify.sh and, when CMake has no target for them but their sources exist, the
+# fused-linear self-test and benchmark, linked against the bundle's library (verify.sh builds what is missing on the box)
 if command -v nvcc >/dev/null; then
   # shellcheck disable=SC2054,SC2016 # the commas belong to -gencode; $ORIGIN is for the linker, not the shell
   nvl=(-O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Inative/include -L"$out/native" -laligndistil_cuda -Xlinker '-rpath=$ORIGIN' -ldl)
   nvcc benchmarks/gpu/fdl_cuda_probe.cu "${nvl[@]}" -o "$out/native/fdl_cuda_probe"
-  for p in fll_cuda_selftest fll_cuda_bench; do
-    [[ -f native/tests/$p.cu ]] && { nvcc native/tests/$p.cu "${nvl[@]}" -o "$out/native/$p" || echo "prepare: $p did not link against the library; verify.sh will build it on the box"; }
+  for p in fll_cuda_selftest fll_cuda_bench; do # when CMake does not know them yet
+    [[ -f native/tests/$p.cu && ! -x "$out/native/$p" ]] && { nvcc native/tests/$p.cu "${nvl[@]}" -o "$out/native/$p" || echo "prepare: $p did not link against the library; verify.sh will build it on the box"; }
   done
 fi
 readelf -S target/native/libaligndistil_cuda.so | grep -q nv_fatbin && echo "prepare: CUDA library has a fatbin: $(grep -a -o -E 'sm_[0-9]+a?' target/native/libaligndistil_cuda.so | sort -u | tr '\n' ' ')"

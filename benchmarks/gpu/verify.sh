@@ -21,7 +21,8 @@
 #      fll_cuda_selftest and its memcheck; the gpu-tagged Java tests and replay --backend cuda vs PyTorch (bundle only)
 #   B. timing, one at a time: D2D copy bandwidth (4 GiB, CUDA events, through our library); the row kernel at
 #      V=151936 x 16384 tokens and x 4096 tokens, bf16 in / bf16 gradient, rotated input sets; fll_cuda_bench
-#      (H=1536, V=151936, 16384 tokens, bf16; expected to print one JSON line with median_ms and peak_working_bytes);
+#      (defaults: H=1536, V=151936, 16384 tokens, bf16; its JSON lines: ad_fll_cuda ms_median, the same five GEMMs
+#      through cuBLAS, memory peak_extra_bytes vs unfused_bytes);
 #      ncu on one launch of the row kernel (SpeedOfLight, MemoryWorkloadAnalysis; --clock-control none);
 #      torch_bench.py baselines (eager and torch.compile at 4096 tokens, the five GEMMs at 16384 tokens)
 #   report   verify_report.py: JSON + Markdown into ${OUT:-benchmarks/results} named verify-<date>-<card>-<commit>,
@@ -112,8 +113,11 @@ for p in fll_cuda_selftest fll_cuda_bench; do
   v=FLL_TEST; [[ $p == fll_cuda_bench ]] && v=FLL_BENCH
   if [[ -z "${!v}" && -f native/tests/$p.cu ]]; then
     printf -v "$v" '%s' "$W/bin/$p"
-    # linked against the library first; if the program needs the sources themselves, compiled with them
-    bg_step "build-$p" 150 "nvcc -O2 -std=c++17 $NV_ARCH native/tests/$p.cu $LINK -o $W/bin/$p || nvcc -O2 -std=c++17 $NV_ARCH -Inative/include -Isrc/main/cuda native/tests/$p.cu src/main/cuda/*.cu -o $W/bin/$p -ldl"
+    if [[ -d "$W/build" ]] && grep -q "$p" native/CMakeLists.txt; then # CMake's target (same flags as CI), copied next to the library
+      bg_step "build-$p" 150 "cmake --build $W/build -j \$(nproc) --target $p && { [[ -x $W/bin/$p ]] || cp \$(find $W/build -name $p -type f | head -1) $W/bin/$p; }"
+    else # linked against the library first; if the program needs the sources themselves, compiled with them
+      bg_step "build-$p" 150 "nvcc -O2 -std=c++17 $NV_ARCH native/tests/$p.cu $LINK -o $W/bin/$p || nvcc -O2 -std=c++17 $NV_ARCH -Inative/include -Isrc/main/cuda native/tests/$p.cu src/main/cuda/*.cu -o $W/bin/$p -ldl"
+    fi
   fi
 done
 wait_all
@@ -173,7 +177,7 @@ fi
 if [[ -n "$NCU" ]]; then
   for k in "${KERNELS[@]}"; do
     e="$(kenv "$k")"
-    run_step "ncu-$k" 45 "env $e $NCU --clock-control none -k regex:aligndistil_fdl_row --launch-skip 0 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis -o $W/logs/ncu-$k -f $PROBE launch 151936 1024 bf16 && $NCU --import $W/logs/ncu-$k.ncu-rep --print-units base"
+    run_step "ncu-$k" 45 "env $e $NCU --clock-control none -k regex:'aligndistil_fdl_.*row' --launch-skip 0 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis -o $W/logs/ncu-$k -f $PROBE launch 151936 1024 bf16 && $NCU --import $W/logs/ncu-$k.ncu-rep --print-units base"
   done
 else
   printf 'ncu\tno tool\t0\t0\tncu not on this box\n' >>"$W/steps.tsv"
@@ -190,5 +194,9 @@ if [[ $DRY == 1 ]]; then
   rm -rf "$W"
   exit 0
 fi
-commit="$(cat "$b/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+commit="$(cat "$b/COMMIT" 2>/dev/null)"
+if [[ -z "$commit" ]]; then
+  commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  [[ $commit != unknown ]] && ! git diff --quiet HEAD 2>/dev/null && commit+="-dirty"
+fi
 python3 benchmarks/gpu/verify_report.py --commit "$commit" --elapsed "$(( $(date +%s) - T0 ))" "$W" "$res"
