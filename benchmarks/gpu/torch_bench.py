@@ -9,6 +9,11 @@
                                        choice: run once per AD_CUDA_KERNEL value. Exit 1 on any failure.
   torch_bench.py check-cpu LIBCPU OUT.json   the same cases through ad_fdl_cpu on the CPU (tests the checker itself
                                        on a machine without a GPU; libaligndistil_cpu.so)
+  torch_bench.py check-fll LIB OUT.json   the fused-linear loss ad_fll_cuda (when LIB has it; exit 3 otherwise) on
+                                       fresh random hidden states and heads against a float64 reference (logits
+                                       rounded to the hidden dtype as the kernel keeps them, the row loss, dXs =
+                                       G Ws, dWs += G^T Xs from a nonzero start): odd N, H, V, several chunks,
+                                       teachers as hidden + head or strided logits, f32 and bf16
   torch_bench.py baselines OUT.json    PyTorch eager and torch.compile, forward + backward, bf16 inputs with f32
                                        softmaxes (the official code path), at 4096 tokens: the row loss on logits
                                        and the fused-linear loss (H=1536, V=151936, student hidden + lm_head
@@ -361,11 +366,182 @@ def baselines(out):
     print("torch_bench baselines: " + json.dumps({k: v for k, v in res.items() if k != "errors"}))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The fused-linear loss (ad_fll_cuda, native/include/aligndistil.h), when the library has it
+
+
+class FllProblem(ctypes.Structure):
+    """ad_fll_problem of native/include/aligndistil.h (every field 8 bytes)."""
+    _fields_ = [(n, ctypes.c_int64) for n in ("batch", "seq", "hidden", "vocab", "dtype")] + [
+        ("student_hidden", ctypes.c_void_p), ("student_head", ctypes.c_void_p)] + [
+        f for t in ("dpo", "second") for f in (
+            (t + "_hidden", ctypes.c_void_p), (t + "_head", ctypes.c_void_p), (t + "_logits", ctypes.c_void_p),
+            (t + "_logits_dtype", ctypes.c_int64), (t + "_logits_stride", ctypes.c_int64))] + [
+        ("mask", ctypes.c_void_p), ("mask_stride_b", ctypes.c_int64), ("mask_stride_t", ctypes.c_int64),
+        ("d_student_hidden", ctypes.c_void_p), ("d_student_head", ctypes.c_void_p),
+        ("weight", ctypes.c_void_p), ("token_loss", ctypes.c_void_p),
+        ("variant", ctypes.c_int64), ("length_norm", ctypes.c_int64)] + [
+        (n, ctypes.c_double) for n in ("beta", "beta2", "epsilon", "temperature", "student_temperature", "seq_divisor")] + [
+        ("chunk_tokens", ctypes.c_int64)]
+
+
+def fll_reference(xs, ws, zd, z2, mask, variant, length_norm, seq_divisor, dt):
+    """float64: logits zs = Xs Ws^T rounded to the hidden dtype (the kernel keeps chunk logits in it), the row
+    loss of `reference`, then dXs = G Ws and dWs = G^T Xs from the float64 G."""
+    B, T = mask.shape
+    zs = (xs.double() @ ws.double().t()).to(TORCH_DT[dt]).double()
+    V = ws.shape[0]
+    loss, w, tl, _, g = reference(zs.reshape(B, T, V), zd.reshape(B, T, V), z2.reshape(B, T, V), mask, variant,
+                                  0.1, 10.0, 1e-3, 1.0, 1.0, length_norm, seq_divisor)
+    G = g.reshape(B * T, V)
+    return loss, w.reshape(-1), tl.reshape(-1), G @ ws.double(), G.t() @ xs.double()
+
+
+def fll_cases():
+    """Odd N, H and V; chunks smaller than N (several chunks, a partial last one); teachers as hidden + head or as
+    strided logits; f32 (tight bounds) and bf16 (loose bounds: logit rounding flips, G in bf16)."""
+    return [dict(dt=F32, B=3, T=7, H=97, V=1031, chunk=8, variant="aligndistil", teachers="hidden", length_norm=True, seq_divisor=0.0),
+            dict(dt=F32, B=2, T=5, H=64, V=4099, chunk=3, variant="contrast", teachers="logits", length_norm=False, seq_divisor=4.0),
+            dict(dt=F32, B=1, T=9, H=33, V=7, chunk=0, variant="gkd", teachers="hidden", length_norm=True, seq_divisor=0.0),
+            dict(dt=BF16, B=4, T=33, H=256, V=50257, chunk=40, variant="aligndistil", teachers="hidden", length_norm=True, seq_divisor=0.0),
+            dict(dt=BF16, B=2, T=16, H=1536, V=151936, chunk=0, variant="aligndistil", teachers="hidden", length_norm=True, seq_divisor=0.0)]
+
+
+def run_fll_case(L, c, gen, dev):
+    B, T, H, V, dt = c["B"], c["T"], c["H"], c["V"], c["dt"]
+    N, td = B * T, TORCH_DT[c["dt"]]
+    gkd = c["variant"] == "gkd"
+    def rnd(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, device=dev)).to(td)
+    # logits of a few units, as a trained model's: |z| ~ sqrt(H) * 0.5 * (2 / sqrt(H))
+    xs, xd, x2 = rnd(N, H, scale=0.5), rnd(N, H, scale=0.5), rnd(N, H, scale=0.5)
+    ws = rnd(V, H, scale=2 / H ** 0.5)
+    wd = (ws.float() + rnd(V, H, scale=0.5 / H ** 0.5).float()).to(td)
+    w2 = (ws.float() + rnd(V, H, scale=0.5 / H ** 0.5).float()).to(td)
+    mask = (torch.rand(B, T, generator=gen, device=dev) < 0.75).to(torch.uint8)
+    if B > 1:
+        mask[1] = 0
+    mask[0, 0] = 1
+    p = FllProblem()
+    p.batch, p.seq, p.hidden, p.vocab, p.dtype = B, T, H, V, dt
+    p.student_hidden, p.student_head = xs.data_ptr(), ws.data_ptr()
+    keep = []
+    if c["teachers"] == "hidden":
+        zd = (xd.double() @ wd.double().t()).to(td).double()
+        z2 = (x2.double() @ w2.double().t()).to(td).double()
+        p.dpo_hidden, p.dpo_head = xd.data_ptr(), wd.data_ptr()
+        if not gkd:
+            p.second_hidden, p.second_head = x2.data_ptr(), w2.data_ptr()
+    else:  # strided bf16 logits, V + 5 apart
+        zdl = torch.full((N, V + 5), float("nan"), dtype=torch.bfloat16, device=dev)
+        z2l = torch.full((N, V + 5), float("nan"), dtype=torch.bfloat16, device=dev)
+        zdl[:, :V] = (xd.double() @ wd.double().t()).bfloat16()
+        z2l[:, :V] = (x2.double() @ w2.double().t()).bfloat16()
+        keep += [zdl, z2l]
+        zd, z2 = zdl[:, :V].double(), z2l[:, :V].double()
+        p.dpo_logits, p.dpo_logits_dtype, p.dpo_logits_stride = zdl.data_ptr(), BF16, V + 5
+        if not gkd:
+            p.second_logits, p.second_logits_dtype, p.second_logits_stride = z2l.data_ptr(), BF16, V + 5
+    p.mask, p.mask_stride_b, p.mask_stride_t = mask.data_ptr(), T, 1
+    dxs = torch.full((N, H), float("nan"), dtype=td, device=dev)
+    dws0 = torch.randn(V, H, generator=gen, device=dev) * 1e-3  # dWs accumulates: start from nonzero values
+    dws = dws0.clone()
+    weight = torch.full((N,), float("nan"), dtype=torch.float32, device=dev)
+    token = torch.full((N,), float("nan"), dtype=torch.float32, device=dev)
+    p.d_student_hidden, p.d_student_head, p.weight, p.token_loss = dxs.data_ptr(), dws.data_ptr(), weight.data_ptr(), token.data_ptr()
+    p.variant, p.length_norm = VARIANTS.index(c["variant"]), int(c["length_norm"])
+    p.beta, p.beta2, p.epsilon, p.temperature, p.student_temperature, p.seq_divisor = 0.1, 10.0, 1e-3, 1.0, 1.0, c["seq_divisor"]
+    p.chunk_tokens = c["chunk"]
+    wsb = ctypes.c_int64(0)
+    rc = L.ad_fll_cuda_workspace_bytes(ctypes.byref(p), ctypes.byref(wsb))
+    if rc != 0:
+        return [f"ad_fll_cuda_workspace_bytes returned {rc}: {L.ad_cuda_last_error().decode()}"]
+    ws_buf = torch.empty(max(wsb.value, 256), dtype=torch.uint8, device=dev)
+    dloss = torch.full((1,), float("nan"), dtype=torch.float64, device=dev)
+    dstatus = torch.full((4,), -7, dtype=torch.int64, device=dev)
+    torch.cuda.synchronize()
+    rc = L.ad_fll_cuda(ctypes.byref(p), ws_buf.data_ptr(), ws_buf.numel(), dloss.data_ptr(), dstatus.data_ptr(), None)
+    torch.cuda.synchronize()
+    if rc != 0 or dstatus[0].item() != 0:
+        return [f"ad_fll_cuda returned {rc}, status {dstatus.tolist()}: {L.ad_cuda_last_error().decode()}"]
+    loss, w_ref, tl_ref, dx_ref, dw_ref = fll_reference(xs, ws, zd, z2, mask, c["variant"], c["length_norm"], c["seq_divisor"], dt)
+    # Bounds. f32: the GEMMs accumulate H (logits, dXs) or N (dWs) f32 products, about sqrt(K) 2^-24 relative
+    # each, and z* amplifies logit errors by up to 1 + alpha <= 21: 1e-4 on scalars is the fused loss's f32 bound
+    # x10, 1e-3 relative L2 on dXs and dWs x10 again. bf16: the kernel rounds each f32-accumulated logit to bf16
+    # where the reference rounds the exact one, so a logit near a rounding boundary can differ by one bf16 ulp
+    # (2^-7 relative); G is stored in bf16 (2^-8): 2e-2 on scalars and 3 x 2^-8 = 1.2e-2 relative L2 on the
+    # gradients still catch any indexing or chunking error (those are O(1)).
+    tol_s, tol_g = (1e-4, 1e-3) if dt == F32 else (2e-2, 3 * 2.0 ** -8)
+    problems = []
+    def scal(name, got, ref):
+        got, ref = got.double(), ref.double()
+        err = (got - ref).abs() / ref.abs().clamp(min=1.0)
+        err = torch.where(torch.isnan(got), torch.full_like(err, float("inf")), err)
+        if err.max().item() > tol_s:
+            k = int(torch.argmax(err))
+            problems.append(f"{name}: max error {err.max().item():.3g} > {tol_s:g} at {k}: got {got.flatten()[k].item():.9g} ref {ref.flatten()[k].item():.9g}")
+    scal("loss", dloss, loss.reshape(1))
+    scal("weight", weight, w_ref)
+    scal("token_loss", token, tl_ref)
+    dx = dxs.double()
+    sel = mask.reshape(-1).bool()
+    if torch.isnan(dx).any():
+        problems.append(f"dXs: NaN left from the poison in row {int(torch.nonzero(torch.isnan(dx))[0, 0])}")
+    if (~sel).any() and (dx[~sel] != 0).any():
+        problems.append("dXs: rows not selected are not 0")
+    rel = ((dx - dx_ref)[sel].norm() / (dx_ref[sel].norm() + 1e-30)).item()
+    if not rel <= tol_g:
+        r = int(torch.argmax((dx - dx_ref).abs().amax(-1)))
+        problems.append(f"dXs: relative L2 {rel:.3g} > {tol_g:.3g}; worst row {r}")
+    dwd = dws.double() - dws0.double()
+    relw = ((dwd - dw_ref).norm() / (dw_ref.norm() + 1e-30)).item()
+    if not relw <= tol_g:
+        v = int(torch.argmax((dwd - dw_ref).abs().amax(-1)))
+        problems.append(f"dWs (accumulated minus its initial value): relative L2 {relw:.3g} > {tol_g:.3g}; worst vocabulary row {v}")
+    return problems
+
+
+def check_fll(lib, out):
+    dev = "cuda"
+    L = ctypes.CDLL(lib)
+    res = {"gpu": torch.cuda.get_device_name(0)}
+    if not hasattr(L, "ad_fll_cuda"):
+        res["skipped"] = "this libaligndistil_cuda has no ad_fll_cuda (not built yet)"
+        print("torch_bench check-fll: " + res["skipped"])
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+        sys.exit(3)
+    L.ad_fll_cuda.argtypes = [ctypes.POINTER(FllProblem), ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    L.ad_fll_cuda_workspace_bytes.argtypes = [ctypes.POINTER(FllProblem), ctypes.POINTER(ctypes.c_int64)]
+    L.ad_cuda_last_error.restype = ctypes.c_char_p
+    seed = int(os.environ["AD_CHECK_SEED"]) if "AD_CHECK_SEED" in os.environ else int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    print(f"torch_bench check-fll: seed {seed} (rerun with the same inputs: AD_CHECK_SEED={seed})", flush=True)
+    results, fails = [], 0
+    for c in fll_cases():
+        name = f"{c['variant']} {DT_NAME[c['dt']]} N={c['B'] * c['T']} H={c['H']} V={c['V']} chunk={c['chunk'] or 'auto'} teachers as {c['teachers']}"
+        try:
+            probs = run_fll_case(L, c, gen, dev)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            probs = [f"exception {type(e).__name__}: {e}"]
+        fails += bool(probs)
+        results.append({"case": name, "ok": not probs, "problems": probs})
+        print(("  ok    " if not probs else "  FAIL  ") + name + ("" if not probs else "\n        " + "\n        ".join(probs)), flush=True)
+    res.update({"seed": seed, "cases": len(results), "failures": fails, "results": results})
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"torch_bench check-fll: {len(results) - fails}/{len(results)} cases passed")
+    sys.exit(1 if fails else 0)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "check-cpu":  # the checker tested on a machine without a GPU
         check(sys.argv[2], sys.argv[3], dev="cpu")
+    elif len(sys.argv) == 4 and sys.argv[1] == "check-fll":
+        check_fll(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "baselines":
         baselines(sys.argv[2])
     else:

@@ -18,7 +18,9 @@
 #      the switch, else the one it has): fdl_cuda_selftest (double host reference, odd shapes, every variant and
 #      dtype, error cases), torch_bench.py check (fresh random inputs, float64 PyTorch reference, poisoned outputs,
 #      odd shapes), compute-sanitizer memcheck and racecheck on one small launch (fdl_cuda_probe launch 50257 6 bf16);
-#      fll_cuda_selftest and its memcheck; the gpu-tagged Java tests and replay --backend cuda vs PyTorch (bundle only)
+#      for the fused-linear loss: torch_bench.py check-fll (fresh random inputs, float64 reference, poisoned outputs,
+#      odd shapes, several chunks), fll_cuda_selftest and its memcheck; the gpu-tagged Java tests and replay
+#      --backend cuda vs PyTorch (bundle only)
 #   B. timing, one at a time: D2D copy bandwidth (4 GiB, CUDA events, through our library); the row kernel at
 #      V=151936 x 16384 tokens and x 4096 tokens, bf16 in / bf16 gradient, rotated input sets; fll_cuda_bench
 #      (defaults: H=1536, V=151936, 16384 tokens, bf16; its JSON lines: ad_fll_cuda ms_median, the same five GEMMs
@@ -146,6 +148,11 @@ for k in "${KERNELS[@]}"; do
     printf 'memcheck-%s\tno tool\t0\t0\tcompute-sanitizer not on this box\n' "$k" >>"$W/steps.tsv"
   fi
 done
+if grep -q ad_fll_cuda native/include/aligndistil.h; then
+  bg_step check-fll 75 "python3 benchmarks/gpu/torch_bench.py check-fll $LIB/libaligndistil_cuda.so $W/check-fll.json"
+else
+  not_built check-fll "no ad_fll_cuda in native/include/aligndistil.h"
+fi
 if [[ -n "$FLL_TEST" ]]; then
   bg_step fll-selftest 75 "$FLL_TEST"
   [[ -n "$SAN" ]] && bg_step fll-memcheck 75 "$SAN --tool memcheck --error-exitcode 9 $FLL_TEST"

@@ -172,8 +172,10 @@ def goals(work, st):
     gemm_chunked = next((v for k, v in fl.items() if k.startswith("gemm")), None)
     mem = fl.get("memory")
     fll_state = status.get("fll-bench", {}).get("rc", "not run")
-    fll_clean = ok("fll-selftest") and not failed("fll-memcheck")
-    fll_note = "" if fll_clean else " [fll-selftest " + status.get("fll-selftest", {}).get("rc", "not run") + (", fll-memcheck failed" if failed("fll-memcheck") else "") + ": not counted]"
+    fll_check_failed = failed("check-fll") and status["check-fll"]["rc"] != "3"  # 3: the library has no ad_fll_cuda
+    fll_clean = ok("fll-selftest") and not failed("fll-memcheck") and not fll_check_failed
+    fll_note = "" if fll_clean else (" [fll-selftest rc " + status.get("fll-selftest", {}).get("rc", "not run") + (", fll-memcheck failed" if failed("fll-memcheck") else "")
+                                     + (", check-fll failed" if fll_check_failed else "") + ": not counted]")
     # the floor: the five full-size GEMMs through PyTorch (anchors 2.2), else the bench's own chunked cuBLAS GEMMs
     floor_ms, floor_txt = None, ""
     if base.get("five_gemm_ms"):
@@ -186,7 +188,7 @@ def goals(work, st):
     if fll and floor_ms:
         r = fll["ms_median"] / floor_ms
         rows.append(("fused-linear within 1.3x of its five matmuls", f"{r:.2f}x ({fll['ms_median']:.2f} ms vs {floor_txt}){fll_note}",
-                     ("PASS" if r <= 1.3 else "MISS") if fll_clean else "n/a"))
+                     ("PASS" if r <= 1.3 else "MISS") if fll_clean else "FAIL"))
     else:
         why = "fll_cuda_bench " + (fll_state if fll_state != "0" else "printed no ad_fll_cuda line")
         rows.append(("fused-linear within 1.3x of its five matmuls", why + "; " + (floor_txt or "five GEMMs not measured"), "n/a"))
@@ -199,7 +201,7 @@ def goals(work, st):
     if peak is not None:
         r = peak / unfused
         rows.append(("fused-linear peak memory < 5% of unfused", f"{r * 100:.2f}% ({peak / 1e9:.3f} GB of {unfused / 1e9:.1f} GB){eager_txt}{fll_note}",
-                     ("PASS" if r < 0.05 else "MISS") if fll_clean else "n/a"))
+                     ("PASS" if r < 0.05 else "MISS") if fll_clean else "FAIL"))
     else:
         rows.append(("fused-linear peak memory < 5% of unfused", f"no memory line from fll_cuda_bench (unfused {unfused / 1e9:.1f} GB){eager_txt}", "n/a"))
     return rows, {"copy": copy, "baselines": base, "fll_bench": fl, "kernels": kernels,
