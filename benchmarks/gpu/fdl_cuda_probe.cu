@@ -59,7 +59,8 @@ __device__ __forceinline__ float hash_normal(uint64_t x) {
     return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
 }
 
-/* logits = 3 * base(i) + spread * noise(i, seed): teachers and student share the base, as the tests' inputs */
+/* Test input only: overwrites p[0..n) with logits 3 * base(i) + spread * noise(i, seed) (teachers and student share
+ * the base, as the tests' inputs); stateless hash, nothing materialised; legacy default stream. */
 __global__ void probe_fill_kernel(void* p, int64_t n, int dt, uint64_t seed, float spread) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const float x = 3.0f * hash_normal((uint64_t)i) + spread * hash_normal((uint64_t)i ^ (seed * 0xD1B54A32D192ED03ull));
