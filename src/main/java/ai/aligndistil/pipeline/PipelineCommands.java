@@ -49,9 +49,9 @@ public final class PipelineCommands {
                     Options o = TaskFiles.pairsSpec().parse(args);
                     TaskFiles.makePairs(o.path("task"), o.path("policy"), o.longValue("seed"), o.integer("gen-batch"), err);
                 }
-                case "sft" -> out.println(SftStage.run(SftStage.spec().parse(args), err));
-                case "dpo" -> out.println(DpoStage.run(DpoStage.spec().parse(args), err));
-                case "distill" -> out.println(DistillStage.run(DistillStage.spec().parse(args), err));
+                case "sft" -> out.println(SftStage.run(checked(SftStage.spec().parse(args)), err));
+                case "dpo" -> out.println(DpoStage.run(checked(DpoStage.spec().parse(args)), err));
+                case "distill" -> out.println(DistillStage.run(checked(DistillStage.spec().parse(args)), err));
                 case "eval" -> {
                     Map<String, Object> r = EvalStage.run(EvalStage.spec().parse(args), err);
                     out.println(Report.evalTable(r));
@@ -90,4 +90,10 @@ public final class PipelineCommands {
     }
 
     static Path p(String s) { return Path.of(s); }
+
+    /** Rejects a bad --profile-step / --profile-steps before any model is loaded (TrainLoop reads them again). */
+    private static Options checked(Options o) {
+        ProfileWindow.of(o);
+        return o;
+    }
 }

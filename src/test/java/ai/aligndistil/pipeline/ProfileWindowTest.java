@@ -24,6 +24,18 @@ class ProfileWindowTest {
     private static ProfileWindow parse(String... args) { return ProfileWindow.of(SftStage.spec().parse(args)); }
 
     @Test
+    void aBadWindowIsRefusedBeforeAnyModelLoads() {
+        // The model folders do not exist: if the window were checked only when training starts, the error would be
+        // about the missing model instead.
+        for (String cmd : new String[] {"sft", "dpo", "distill"}) {
+            var e = assertThrows(ai.aligndistil.cli.CliException.class, () -> PipelineCommands.run(cmd,
+                    new String[] {"--profile-step", "0", "--out", tmp.resolve("o").toString()},
+                    new PrintStream(new ByteArrayOutputStream()), new PrintStream(new ByteArrayOutputStream())));
+            assertTrue(e.getMessage().contains("--profile-step"), cmd + ": " + e.getMessage());
+        }
+    }
+
+    @Test
     void parsesOneStepAndARange() {
         assertNull(parse());
         assertEquals(new ProfileWindow(3, 3), parse("--profile-step", "3"));
