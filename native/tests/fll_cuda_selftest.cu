@@ -271,16 +271,6 @@ static int run_case(const Case& c) {
     const Ref ref = reference_loss(B, T, V, zs, zd, z2, mask, c.P);
     std::vector<double> dW0(V * H);
     for (auto& w : dW0) w = std::uniform_real_distribution<double>(-1, 1)(rng);
-    std::vector<double> dXref(N * H, 0.0), dWref = dW0;
-    for (int64_t n = 0; n < N; ++n)
-        for (int64_t v = 0; v < V; ++v) {
-            const double g = ref.G[n * V + v];
-            if (g == 0.0) continue;
-            for (int64_t h = 0; h < H; ++h) {
-                dXref[n * H + h] += g * Ws[v * H + h];
-                dWref[v * H + h] += g * Xs[n * H + h];
-            }
-        }
 
     /* device buffers; outputs poisoned (NaN bytes) so anything left unwritten shows */
     const int dt = c.dt, es = dsize(dt);
@@ -306,14 +296,17 @@ static int run_case(const Case& c) {
     for (int64_t i = 0; i < V * H; ++i) dW0f[i] = (float)dW0[i];
     CK(cudaMemcpy(dGradW.p, dW0f.data(), V * H * 4, cudaMemcpyHostToDevice));
     for (int64_t i = 0; i < V * H; ++i) dW0[i] = dW0f[i]; /* the exact start value */
-    if (true) {
-        dWref = dW0;
-        for (int64_t n = 0; n < N; ++n)
-            for (int64_t v = 0; v < V; ++v) {
-                const double g = ref.G[n * V + v];
-                if (g != 0.0) for (int64_t h = 0; h < H; ++h) dWref[v * H + h] += g * Xs[n * H + h];
+    /* the unfused backward: dXs = G Ws, dWs = dWs0 + G^T Xs */
+    std::vector<double> dXref(N * H, 0.0), dWref = dW0;
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t v = 0; v < V; ++v) {
+            const double g = ref.G[n * V + v];
+            if (g == 0.0) continue;
+            for (int64_t h = 0; h < H; ++h) {
+                dXref[n * H + h] += g * Ws[v * H + h];
+                dWref[v * H + h] += g * Xs[n * H + h];
             }
-    }
+        }
 
     ad_fll_problem p{};
     p.batch = B; p.seq = T; p.hidden = H; p.vocab = V; p.dtype = dt;

@@ -361,8 +361,8 @@ public final class FusedLinearLoss {
             if (logits == null) {
                 if (hidden == null || head == null)
                     throw new IllegalArgumentException(name + " teacher is not set: give hidden states + head, or logits");
-                device(name + " hidden", hidden, N * H * dtype.byteSize, dtype.byteSize);
-                device(name + " head", head, V * H * dtype.byteSize, dtype.byteSize);
+                device(name, " hidden", hidden, N * H * dtype.byteSize, dtype.byteSize);
+                device(name, " head", head, V * H * dtype.byteSize, dtype.byteSize);
                 return;
             }
             if (t == null) throw new IllegalArgumentException(name + " logits dtype is not set");
@@ -373,18 +373,21 @@ public final class FusedLinearLoss {
             } catch (ArithmeticException e) {
                 throw new IllegalArgumentException(name + " logits row stride " + stride + " overflows");
             }
-            device(name + " logits", logits, need, t.byteSize);
+            device(name, " logits", logits, need, t.byteSize);
         }
 
-        private static void device(String what, MemorySegment seg, long need, long align) {
-            if (seg == null) throw new IllegalArgumentException(what + " is not set");
-            if (!seg.isNative()) throw new IllegalArgumentException(what + " is a Java heap segment; it must hold a device address (MemorySegment.ofAddress(ptr).reinterpret(bytes))");
-            if (!seg.scope().isAlive()) throw new IllegalArgumentException(what + " segment is closed");
-            if (seg.address() == 0) throw new IllegalArgumentException(what + " is a NULL address");
-            if (seg.byteSize() < need) throw new IllegalArgumentException(what + " segment has " + seg.byteSize() + " bytes, needs " + need);
-            if (seg.address() % align != 0) throw new IllegalArgumentException(what + " address is not aligned to " + align + " bytes");
+        private static void device(String what, MemorySegment seg, long need, long align) { device(what, "", seg, need, align); }
+
+        /** Checks a device segment; the name is {@code what + suffix}, joined only for a message (no allocation otherwise). */
+        private static void device(String what, String suffix, MemorySegment seg, long need, long align) {
+            if (seg == null) throw new IllegalArgumentException(what + suffix + " is not set");
+            if (!seg.isNative()) throw new IllegalArgumentException(what + suffix + " is a Java heap segment; it must hold a device address (MemorySegment.ofAddress(ptr).reinterpret(bytes))");
+            if (!seg.scope().isAlive()) throw new IllegalArgumentException(what + suffix + " segment is closed");
+            if (seg.address() == 0) throw new IllegalArgumentException(what + suffix + " is a NULL address");
+            if (seg.byteSize() < need) throw new IllegalArgumentException(what + suffix + " segment has " + seg.byteSize() + " bytes, needs " + need);
+            if (seg.address() % align != 0) throw new IllegalArgumentException(what + suffix + " address is not aligned to " + align + " bytes");
             if (seg.isReadOnly() && (what.startsWith("grad") || what.equals("weight") || what.equals("token_loss")))
-                throw new IllegalArgumentException(what + " segment is read-only");
+                throw new IllegalArgumentException(what + suffix + " segment is read-only");
         }
 
         private static boolean overlaps(MemorySegment a, long aBytes, MemorySegment b, long bBytes) {

@@ -126,6 +126,27 @@ class FusedLinearLossTest {
         }
     }
 
+    /**
+     * The per-launch Java path (validation, argument block, native workspace query) allocates nothing after
+     * warm-up; launch() adds only the downcall. Needs the library (not a GPU): the query is host code.
+     */
+    @Test
+    void perCallPathAllocatesNothing() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(NativeCuda.libraryLoaded(), "no CUDA library in this build");
+        com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        try (FusedLinearLoss.Call c = validCall(FusedLinearLoss.create(LossConfig.defaults()))) {
+            long sink = 0;
+            for (int i = 0; i < 200_000; i++) sink += c.workspaceBytes(); // warm up: JIT-compile the path and the downcall
+            long tid = Thread.currentThread().threadId();
+            long before = mx.getThreadAllocatedBytes(tid);
+            for (int i = 0; i < 10_000; i++) sink += c.workspaceBytes();
+            long after = mx.getThreadAllocatedBytes(tid);
+            assertTrue(sink > 0);
+            // The counter itself may allocate a few bytes; 10,000 calls allocating anything would show thousands.
+            assertTrue(after - before < 1024, "10,000 calls allocated " + (after - before) + " bytes");
+        }
+    }
+
     // ---------------------------------------------------------------------------------- identity (CPU)
 
     record Data(int B, int T, int H, int V, double[] xs, double[] ws, double[] xd, double[] wd, double[] x2, double[] w2,
