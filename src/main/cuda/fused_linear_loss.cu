@@ -39,7 +39,8 @@
  *   Z[C,V] = X[C,H] W[V,H]^T      ->  Z^T (V x C, ld ldz) = op_T(W: H x V, ld H) * op_N(X^T: H x C, ld H)
  *   dX[C,H] = G[C,V] W[V,H]       ->  dX^T (H x C, ld H)  = op_N(W^T: H x V, ld H) * op_N(G^T: V x C, ld ldz)
  *   dW[V,H] += G^T[V,C] X[C,H]    ->  dW^T (H x V, ld H) += op_N(X^T: H x C, ld H) * op_T(G^T: V x C, ld ldz)
- * The handle runs in device pointer mode: alpha and beta are f32 words in the workspace header.
+ * Pointer mode: host scalars (1, 0) for the four beta = 0 GEMMs, so cuBLAS never reads their uninitialised C;
+ * device scalars for the dW GEMM (alpha = s_max, computed on the device from the mask; beta = 1).
  */
 #include "aligndistil.h"
 #include "ad_cuda_internal.h"
@@ -76,6 +77,7 @@ constexpr int kCublasStatusSuccess = 0;  /* CUBLAS_STATUS_SUCCESS */
 constexpr int kCublasOpN = 0;            /* CUBLAS_OP_N */
 constexpr int kCublasOpT = 1;            /* CUBLAS_OP_T */
 constexpr int kCublasDefaultMath = 0;    /* CUBLAS_DEFAULT_MATH: no TF32 for f32 GEMMs */
+constexpr int kCublasPointerModeHost = 0;   /* CUBLAS_POINTER_MODE_HOST */
 constexpr int kCublasPointerModeDevice = 1; /* CUBLAS_POINTER_MODE_DEVICE */
 constexpr int kCudaR32F = 0;             /* CUDA_R_32F  (cudaDataType) */
 constexpr int kCudaR16F = 2;             /* CUDA_R_16F */
@@ -111,6 +113,7 @@ std::mutex g_cublas_load_mutex;
 
 constexpr int kMaxDevices = 64;
 cublas_handle_t g_handles[kMaxDevices];
+int g_pointer_mode[kMaxDevices]; /* the handle's current pointer mode (guarded by g_device_mutex) */
 std::mutex g_device_mutex[kMaxDevices];
 
 /* Opens cuBLAS once per process. Returns nullptr (and the reason in g_cublas.why) when it is missing. */
@@ -181,12 +184,13 @@ int device_handle(const Cublas* cb, int dev, cublas_handle_t* out) {
         cublas_status_t st = cb->create(&h);
         if (st != kCublasStatusSuccess) return cublas_failed("cublasCreate_v2", st);
         st = cb->set_math_mode(h, kCublasDefaultMath);
-        if (st == kCublasStatusSuccess) st = cb->set_pointer_mode(h, kCublasPointerModeDevice);
+        if (st == kCublasStatusSuccess) st = cb->set_pointer_mode(h, kCublasPointerModeHost);
         if (st != kCublasStatusSuccess) {
             (void)cb->destroy(h);
             return cublas_failed("cublasSetMathMode / cublasSetPointerMode_v2", st);
         }
         g_handles[dev] = h;
+        g_pointer_mode[dev] = kCublasPointerModeHost;
     }
     *out = g_handles[dev];
     return AD_OK;
@@ -521,12 +525,21 @@ bool mask_strides_ok(int64_t B, int64_t T, int64_t sb, int64_t st) {
         if (e_ != cudaSuccess) return ad_cuda_record_error(#call, e_); \
     } while (0)
 
+/* One cublasGemmEx. `device_scalars`: alpha and beta are device pointers (the dW GEMM); otherwise host
+ * pointers, so that beta = 0 is seen by cuBLAS on the host and C (uninitialised workspace) is never read. */
 struct Gemm {
     const Cublas* cb;
     cublas_handle_t h;
-    int run(const char* what, int ta, int tb, int64_t m, int64_t n, int64_t k, const float* alpha, const void* A,
-            int at, int64_t lda, const void* Bm, int bt, int64_t ldb, const float* beta, void* Cm, int ct,
+    int* mode; /* g_pointer_mode[dev] */
+    int run(const char* what, bool device_scalars, int ta, int tb, int64_t m, int64_t n, int64_t k, const float* alpha,
+            const void* A, int at, int64_t lda, const void* Bm, int bt, int64_t ldb, const float* beta, void* Cm, int ct,
             int64_t ldc) const {
+        const int want = device_scalars ? kCublasPointerModeDevice : kCublasPointerModeHost;
+        if (*mode != want) {
+            cublas_status_t pm = cb->set_pointer_mode(h, want);
+            if (pm != kCublasStatusSuccess) return cublas_failed("cublasSetPointerMode_v2", pm);
+            *mode = want;
+        }
         cublas_status_t st = cb->gemm_ex(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha,
                                          A, at, static_cast<int>(lda), Bm, bt, static_cast<int>(ldb), beta, Cm, ct,
                                          static_cast<int>(ldc), kCublasCompute32F, kCublasGemmDefault);
@@ -618,7 +631,7 @@ AD_EXPORT int32_t ad_fll_cuda(const ad_fll_problem* pr, void* workspace, int64_t
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     if (cublas_status_t st = cb->set_stream(handle, s); st != kCublasStatusSuccess)
         return cublas_failed("cublasSetStream_v2", st);
-    const Gemm gemm{cb, handle};
+    const Gemm gemm{cb, handle, &g_pointer_mode[dev]};
 
     char* ws = static_cast<char*>(workspace);
     FllParams p{};
@@ -644,9 +657,11 @@ AD_EXPORT int32_t ad_fll_cuda(const ad_fll_problem* pr, void* workspace, int64_t
     p.loss = d_loss;
     void* zd = L.zd >= 0 ? ws + L.zd : nullptr;
     void* zr = L.zr >= 0 ? ws + L.zr : nullptr;
-    const float* one = reinterpret_cast<const float*>(p.hdr + kHdrConsts);
-    const float* zero = one + 1;
-    const float* smax = one + 2;
+    static const float h_one = 1.0f, h_zero = 0.0f; /* host scalars (read by cuBLAS before it returns) */
+    const float* one = &h_one;
+    const float* zero = &h_zero;
+    const float* d_one = reinterpret_cast<const float*>(p.hdr + kHdrConsts); /* device scalars of the dW GEMM */
+    const float* d_smax = d_one + 2;
     const int ht = cuda_type(pr->dtype);
 
     aligndistil_fll_prepare_kernel<<<1, kSmallThreads, 0, s>>>(p);
@@ -658,16 +673,16 @@ AD_EXPORT int32_t ad_fll_cuda(const ad_fll_problem* pr, void* workspace, int64_t
         const char* xs_c = static_cast<const char*>(pr->student_hidden) + c0 * H * es;
         int rc;
         /* logits of the chunk: Z^T (V x rows) = op_T(W) * op_N(X_c^T) */
-        rc = gemm.run("cublasGemmEx (student logits)", kCublasOpT, kCublasOpN, V, rows, H, one, pr->student_head, ht, H,
+        rc = gemm.run("cublasGemmEx (student logits)", false, kCublasOpT, kCublasOpN, V, rows, H, one, pr->student_head, ht, H,
                       xs_c, ht, H, zero, p.zs, ht, L.ldz);
         if (rc != AD_OK) return rc;
         if (zd != nullptr) {
-            rc = gemm.run("cublasGemmEx (dpo logits)", kCublasOpT, kCublasOpN, V, rows, H, one, pr->dpo_head, ht, H,
+            rc = gemm.run("cublasGemmEx (dpo logits)", false, kCublasOpT, kCublasOpN, V, rows, H, one, pr->dpo_head, ht, H,
                           static_cast<const char*>(pr->dpo_hidden) + c0 * H * es, ht, H, zero, zd, ht, L.ldz);
             if (rc != AD_OK) return rc;
         }
         if (zr != nullptr) {
-            rc = gemm.run("cublasGemmEx (second logits)", kCublasOpT, kCublasOpN, V, rows, H, one, pr->second_head, ht, H,
+            rc = gemm.run("cublasGemmEx (second logits)", false, kCublasOpT, kCublasOpN, V, rows, H, one, pr->second_head, ht, H,
                           static_cast<const char*>(pr->second_hidden) + c0 * H * es, ht, H, zero, zr, ht, L.ldz);
             if (rc != AD_OK) return rc;
         }
@@ -715,7 +730,7 @@ AD_EXPORT int32_t ad_fll_cuda(const ad_fll_problem* pr, void* workspace, int64_t
         FLL_LAUNCH_CHECK("aligndistil_fll_chunk_check_kernel launch");
 
         /* dX'^T (H x rows) = op_N(W^T) * op_N(G'^T), f32 */
-        rc = gemm.run("cublasGemmEx (dX)", kCublasOpN, kCublasOpN, H, rows, V, one, pr->student_head, ht, H, p.zs, ht,
+        rc = gemm.run("cublasGemmEx (dX)", false, kCublasOpN, kCublasOpN, H, rows, V, one, pr->student_head, ht, H, p.zs, ht,
                       L.ldz, zero, p.dxf, kCudaR32F, H);
         if (rc != AD_OK) return rc;
 
@@ -726,8 +741,8 @@ AD_EXPORT int32_t ad_fll_cuda(const ad_fll_problem* pr, void* workspace, int64_t
         FLL_LAUNCH_CHECK("aligndistil_fll_chunk_post_kernel launch");
 
         /* dW^T (H x V) += s_max * op_N(Xsc^T) * op_T(G'^T), f32 accumulator */
-        rc = gemm.run("cublasGemmEx (dW)", kCublasOpN, kCublasOpT, H, V, rows, smax, p.xsc, ht, H, p.zs, ht, L.ldz, one,
-                      pr->d_student_head, kCudaR32F, H);
+        rc = gemm.run("cublasGemmEx (dW)", true, kCublasOpN, kCublasOpT, H, V, rows, d_smax, p.xsc, ht, H, p.zs, ht,
+                      L.ldz, d_one, pr->d_student_head, kCudaR32F, H);
         if (rc != AD_OK) return rc;
     }
 
