@@ -3,7 +3,7 @@
  *
  * Two shared libraries implement it:
  *   libaligndistil_cpu.so   always built; ad_fdl_cpu and the ad_cpu_* helpers.
- *   libaligndistil_cuda.so  built when nvcc is found; ad_fdl_cuda and the ad_cuda_* / ad_nvtx_* helpers.
+ *   libaligndistil_cuda.so  built when nvcc is found; ad_fdl_cuda, ad_fll_cuda and the ad_cuda_* / ad_nvtx_* helpers.
  * Java reaches both through java.lang.foreign (FFM). There is no JNI and no generated binding.
  *
  * Conventions
@@ -300,8 +300,9 @@ typedef struct ad_fll_problem {
     int64_t chunk_tokens;         /* C >= 1 tokens per chunk; 0 = auto (AD_FLL_AUTO_WORKSPACE_BYTES) */
 } ad_fll_problem;
 
-/* Device workspace ad_fll_cuda needs, in bytes (depends on N, B, H, V, dtype, the chunk and which teachers
- * are given as hidden states). */
+/* Device workspace ad_fll_cuda needs, in bytes: O(C x V + C x H + N + B). It depends on N, B, H, V, dtype,
+ * the chunk, which teachers are given as hidden states, and whether mask and token_loss are NULL; query it
+ * with the problem you will pass. */
 AD_EXPORT int32_t ad_fll_cuda_workspace_bytes(const ad_fll_problem* problem, int64_t* bytes);
 
 /* The chunk size C ad_fll_cuda will use for this problem (chunk_tokens, or the auto choice; at most N). */
