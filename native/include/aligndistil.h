@@ -3,7 +3,7 @@
  *
  * Two shared libraries implement it:
  *   libaligndistil_cpu.so   always built; ad_fdl_cpu and the ad_cpu_* helpers.
- *   libaligndistil_cuda.so  built when nvcc is found; ad_fdl_cuda and the ad_cuda_* / ad_nvtx_* helpers.
+ *   libaligndistil_cuda.so  built when nvcc is found; ad_fdl_cuda, ad_fll_cuda and the ad_cuda_* / ad_nvtx_* helpers.
  * Java reaches both through java.lang.foreign (FFM). There is no JNI and no generated binding.
  *
  * Conventions
@@ -217,6 +217,105 @@ AD_EXPORT int32_t ad_nvtx_push(const char* name);
 AD_EXPORT int32_t ad_nvtx_pop(void);
 AD_EXPORT int32_t ad_cuda_profiler_start(void);
 AD_EXPORT int32_t ad_cuda_profiler_stop(void);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Chunked fused-linear loss, CUDA library (ad_fll = "fused linear loss")                            */
+/* ------------------------------------------------------------------------------------------------ */
+/*
+ * The same loss as ad_fdl, but from the final hidden states and LM heads instead of logits, so that no
+ * [N, V] logits or gradient tensor ever exists. N = B*T token rows; row n = b*T + t of every [N, *] tensor.
+ *   zs = Xs Ws^T, zd = Xd Wd^T (or the caller's DPO logits), z2 = X2 W2^T (or the caller's logits)
+ *   loss, weight, token_loss: exactly as ad_fdl on (zs, zd, z2) with the same mask and configuration
+ *   dXs = G Ws        (written, the hidden dtype)        G = d loss / d zs   [N, V], never materialised
+ *   dWs += G^T Xs     (accumulated into the caller's f32 [V, H] buffer; the teacher heads get nothing)
+ * The tokens are processed in chunks of C rows: three head GEMMs (cuBLAS, f32 accumulation) write the
+ * chunk's logits into a reused [C, V] workspace, the ad_fdl row kernel overwrites the student logits with
+ * G in place, and two GEMMs produce dXs rows and the dWs contribution. Extra device memory is O(C x V)
+ * (ad_fll_cuda_workspace_bytes), never O(N x V).
+ *
+ * cuBLAS is opened at run time with dlopen: $AD_CUBLAS_LIBRARY when set, else libcublas.so.13, then
+ * libcublas.so.12, then libcublas.so. Without it ad_fll_cuda returns AD_ERR_UNSUPPORTED and
+ * ad_cuda_last_error() says what was tried. One cuBLAS handle per device, created on first use and kept
+ * for the life of the process; calls on the same device are serialised around their cuBLAS section.
+ *
+ * Precision. GEMM inputs in the hidden dtype (f32, bf16, f16), f32 accumulation (CUBLAS_COMPUTE_32F, no
+ * TF32); the chunk logits are stored in the hidden dtype (as an unfused bf16 model would); G in the hidden
+ * dtype; dXs rounded once from f32; dWs accumulated in f32. The loss is summed in f64 from the per-row
+ * coef*K values, which pass through f32 (relative error <= 2^-24 per row, and every term is >= 0).
+ *
+ * Errors. A data error (non-finite or empty row of a chunk) is reported in d_status like ad_fdl (token =
+ * global row n, column = v); then the loss is 0, dXs, weight and token_loss are all zero, and dWs holds the
+ * contributions of the chunks before the failing one (a partial sum the caller must discard; chunks from
+ * the failing one on add exactly 0).
+ */
+
+/* Auto chunk (chunk_tokens = 0): the largest C whose per-chunk buffers (logits, G, two C x H scratches)
+ * stay under this many bytes, rounded down to a multiple of 256, at least 256, at most N.
+ * bf16, V = 151936, H = 1536, both teachers as hidden + head: C = 4608 (4.0 GiB of chunk buffers). */
+#define AD_FLL_AUTO_WORKSPACE_BYTES (INT64_C(4) << 30)
+
+typedef struct ad_fll_problem {
+    int64_t batch;                /* B >= 1 */
+    int64_t seq;                  /* T >= 1; N = B*T */
+    int64_t hidden;               /* H >= 1 */
+    int64_t vocab;                /* V >= 1 */
+    int64_t dtype;                /* AD_F32 | AD_BF16 | AD_F16: every hidden state, every head and dXs */
+
+    const void* student_hidden;   /* Xs [N, H] row-major, contiguous */
+    const void* student_head;     /* Ws [V, H] row-major, contiguous */
+
+    /* Each teacher is given either as hidden + head (both non-NULL, logits NULL) or as logits (hidden and
+     * head NULL). Teacher logits are [N, V] rows `*_logits_stride` elements apart (>= V), in any dtype. */
+    const void* dpo_hidden;       /* Xd [N, H] */
+    const void* dpo_head;         /* Wd [V, H] */
+    const void* dpo_logits;       /* [N, V] */
+    int64_t dpo_logits_dtype;
+    int64_t dpo_logits_stride;
+
+    const void* second_hidden;    /* X2 [N, H]: reverse DPO or reference; the whole teacher is unused by gkd */
+    const void* second_head;      /* W2 [V, H] */
+    const void* second_logits;    /* [N, V] */
+    int64_t second_logits_dtype;
+    int64_t second_logits_stride;
+
+    const uint8_t* mask;          /* [B, T] u8, nonzero = selected; NULL = every row selected */
+    int64_t mask_stride_b;        /* elements (bytes) */
+    int64_t mask_stride_t;
+
+    void* d_student_hidden;       /* dXs [N, H] output, dtype; every row written (0 where not selected) */
+    float* d_student_head;        /* dWs [V, H] f32, accumulated: dWs += G^T Xs */
+
+    float* weight;                /* [N] optional: alpha, 0 on rows not selected */
+    float* token_loss;            /* [N] optional: coef * K (not normalised), 0 on rows not selected */
+
+    int64_t variant;              /* AD_VARIANT_* */
+    int64_t length_norm;          /* 0 or 1 */
+    double beta;                  /* as ad_fdl_problem */
+    double beta2;
+    double epsilon;
+    double temperature;
+    double student_temperature;
+    double seq_divisor;           /* > 0: N; <= 0: the number of sequences with a selected row */
+
+    int64_t chunk_tokens;         /* C >= 1 tokens per chunk; 0 = auto (AD_FLL_AUTO_WORKSPACE_BYTES) */
+} ad_fll_problem;
+
+/* Device workspace ad_fll_cuda needs, in bytes: O(C x V + C x H + N + B). It depends on N, B, H, V, dtype,
+ * the chunk, which teachers are given as hidden states, and whether mask and token_loss are NULL; query it
+ * with the problem you will pass. */
+AD_EXPORT int32_t ad_fll_cuda_workspace_bytes(const ad_fll_problem* problem, int64_t* bytes);
+
+/* The chunk size C ad_fll_cuda will use for this problem (chunk_tokens, or the auto choice; at most N). */
+AD_EXPORT int32_t ad_fll_cuda_chunk_tokens(const ad_fll_problem* problem, int64_t* chunk);
+
+/* Loss, dXs and dWs on the GPU, asynchronous on `stream` (a cudaStream_t; NULL = legacy default stream).
+ * All pointers in `problem` are device pointers; `workspace` is device memory of at least
+ * ad_fll_cuda_workspace_bytes, 256-byte aligned (as cudaMalloc returns). `d_loss` (one double) and
+ * `d_status` (4 int64: code, token, column, selected_rows) as ad_fdl_cuda. Returns AD_ERR_INVALID_ARGUMENT,
+ * AD_ERR_UNSUPPORTED (no cuBLAS) or AD_ERR_CUDA for launch-time failures, before anything is written when
+ * the arguments are wrong. */
+AD_EXPORT int32_t ad_fll_cuda(const ad_fll_problem* problem, void* workspace, int64_t workspace_bytes,
+                              double* d_loss, int64_t* d_status, void* stream);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /*
- * ad_cuda_internal.h: helpers shared by the two translation units of libaligndistil_cuda.so.
+ * ad_cuda_internal.h: helpers shared by the translation units of libaligndistil_cuda.so.
  * Nothing here is exported; the public contract is native/include/aligndistil.h.
  */
 #ifndef AD_CUDA_INTERNAL_H
