@@ -20,6 +20,14 @@
  *   4. aligndistil_fdl_error_zero_kernel   exits at once unless a row reported an error; then it zeroes the
  *                                           separate gradient buffer and the optional per-row outputs.
  *
+ * Exps per element (the MUFU-bound part on H100/H200): pass A 3 (2 for gkd), pass B 2 (aligndistil / adaptive
+ * only), pass C 1 + 1/8 (one rescale per chunk of 8), pass D 1: 7.125 for aligndistil / adaptive, 5.125 for
+ * contrast / theorem1, 4.125 for gkd. Each exp is exp_fast (fused_distill_loss_common.cuh): one FMUL by log2 e and
+ * one ex2.approx.ftz (MUFU.EX2) instead of expf's range reduction; the error bound is in that helper's comment.
+ *
+ * Which kernel runs. ad_fdl_cuda picks this kernel or the Hopper cluster kernel of fused_distill_loss_hopper.cu
+ * (choose_kernel below; AD_CUDA_KERNEL / ad_cuda_set_kernel); this one is the portable default and the fallback.
+ *
  * What it never materialises. No [tokens x V] buffer besides the caller's gradient: the rows are streamed
  * through registers and only per-row scalars (one double per row, n_b per sequence, a few counters) live in
  * the caller's workspace (ad_fdl_cuda_workspace_bytes = 64 + 8 B + 8 B T bytes).
@@ -190,14 +198,14 @@ aligndistil_fdl_row_kernel(FdlParams p) {
                 if (xd[j] != -INFINITY) {
                     const float sp = (xs[j] - ms) * inv_ts;
                     const float dp = xd[j] - md;
-                    const float es = expf(sp);
+                    const float es = exp_fast(sp);
                     c[0] += es;
-                    c[1] += expf(dp);
+                    c[1] += exp_fast(dp);
                     c[3] = fmaf(es, sp, c[3]);
                     c[4] = fmaf(es, dp, c[4]);
                     if (has_r) {
                         const float rp = xr[j] - mr;
-                        c[2] += expf(rp);
+                        c[2] += exp_fast(rp);
                         c[5] = fmaf(es, rp, c[5]);
                     }
                 }
@@ -219,7 +227,7 @@ aligndistil_fdl_row_kernel(FdlParams p) {
                 float c = 0.0f;
 #pragma unroll
                 for (int j = 0; j < kChunk; ++j)
-                    if (xd[j] != -INFINITY) c += fabsf(expf(xd[j] - md) * izd - expf(xr[j] - mr) * izr);
+                    if (xd[j] != -INFINITY) c += fabsf(exp_fast(xd[j] - md) * izd - exp_fast(xr[j] - mr) * izr);
                 tv[0] += static_cast<double>(c);
             }
             block_sum<1>(tv, sh_d);
@@ -259,18 +267,18 @@ aligndistil_fdl_row_kernel(FdlParams p) {
             if (cm == -INFINITY) continue;
             float cs = 0.0f;
 #pragma unroll
-            for (int j = 0; j < kChunk; ++j) cs += x[j] != -INFINITY ? expf(x[j] - cm) : 0.0f;
+            for (int j = 0; j < kChunk; ++j) cs += x[j] != -INFINITY ? exp_fast(x[j] - cm) : 0.0f;
             if (cm > tm) {
-                tsum = tsum * static_cast<double>(expf(tm - cm)) + static_cast<double>(cs);
+                tsum = tsum * static_cast<double>(exp_fast(tm - cm)) + static_cast<double>(cs);
                 tm = cm;
             } else {
-                tsum += static_cast<double>(cs) * static_cast<double>(expf(cm - tm));
+                tsum += static_cast<double>(cs) * static_cast<double>(exp_fast(cm - tm));
             }
         }
         float bm[1] = {tm};
         block_max<1>(bm, sh_f);
         const float M = bm[0]; /* finite: the row has an in-vocabulary column */
-        double ssum[1] = {tm == -INFINITY ? 0.0 : tsum * static_cast<double>(expf(tm - M))};
+        double ssum[1] = {tm == -INFINITY ? 0.0 : tsum * static_cast<double>(exp_fast(tm - M))};
         block_sum<1>(ssum, sh_d);
         const double log_s = log(ssum[0]);            /* LSE* - M */
         const double lse_star = static_cast<double>(M) + log_s;
@@ -320,7 +328,7 @@ aligndistil_fdl_row_kernel(FdlParams p) {
                     const float sp = (xs[j] - ms) * inv_ts;
                     const float zp = has_r ? fmaf(af, xd[j] - md, bf * (xr[j] - mr)) : af * (xd[j] - md);
                     const float diff = sp - (zp * inv_t - M) + shift;
-                    g[j] = cg * (expf(sp) * izs) * diff;
+                    g[j] = cg * (exp_fast(sp) * izs) * diff;
                 } else {
                     g[j] = 0.0f;
                 }
