@@ -204,7 +204,9 @@ AD_EXPORT int32_t ad_fdl_cuda(const ad_fdl_problem* problem, void* workspace, in
  * ad_cuda_set_kernel. "cluster" uses the cluster kernel wherever it applies and silently falls back to the
  * multi-pass kernel elsewhere (a call never fails for that reason); "auto" does the same only in a library built
  * with -DAD_CUDA_CLUSTER_AUTO=ON and otherwise means multipass. Not thread-safe against calls in flight on other
- * threads in the sense that a concurrent call may still use the previous choice. */
+ * threads in the sense that a concurrent call may still use the previous choice.
+ * AD_CUDA_CLUSTER_SIZE = 1 | 2 | 4 | 8 | 16 (environment, read at every call; default unset = chosen from V, the
+ * dtype and the shared memory per CTA) restricts the cluster kernel to that many CTAs per token, for tests. */
 #define AD_CUDA_KERNEL_AUTO      0
 #define AD_CUDA_KERNEL_MULTIPASS 1
 #define AD_CUDA_KERNEL_CLUSTER   2

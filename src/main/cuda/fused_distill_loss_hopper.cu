@@ -62,6 +62,7 @@
 #include <climits>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 namespace cg = cooperative_groups;
 
@@ -666,6 +667,13 @@ int ad_fdl_cluster_plan(const FdlParams& p, int dev, FdlClusterPlan* plan) {
     const int nrows = p.has_second ? 3 : 2;
     const int64_t rows = p.B * p.T;
 
+    /* AD_CUDA_CLUSTER_SIZE = 1, 2, 4, 8 or 16 restricts the plan to that cluster size (tests use it to run the
+     * cluster exchanges on small vocabularies); unset, 0 or anything else: the size is chosen below. */
+    int forced = 0;
+    if (const char* e = getenv("AD_CUDA_CLUSTER_SIZE")) {
+        const int v = atoi(e);
+        if (v == 1 || v == 2 || v == 4 || v == 8 || v == 16) forced = v;
+    }
     /* Preference: two tokens in flight with a portable cluster (<= 8), then one token (<= 8), then 16 CTAs. */
     const int order[4][2] = {{2, 0}, {1, 0}, {2, 1}, {1, 1}}; /* {stages, 16-CTA pass} */
     for (const auto& o : order) {
@@ -673,6 +681,7 @@ int ad_fdl_cluster_plan(const FdlParams& p, int dev, FdlClusterPlan* plan) {
         for (int ni = 0; ni < 5; ++ni) {
             const int n = kClusterSizes[ni];
             if ((n == 16) != (o[1] == 1)) continue;
+            if (forced != 0 && n != forced) continue;
             const ClusterShape cs = shape_for(p.V, n, stages, es, nrows);
             const int64_t bytes = cs.stage_bytes * stages;
             if (bytes > budget) continue;
