@@ -37,6 +37,7 @@ final class CudaBatch implements AutoCloseable {
             workspace = NativeCuda.malloc(Math.max(need, 256));
             workspaceBytes = Math.max(need, 256);
         }
+        NativeCuda.logKernelOnce(p);
         int rc = NativeCuda.fdl(p, workspace.address(), workspaceBytes, dLoss.address(), dStatus.address(), stream);
         if (rc != ProblemStruct.AD_OK) throw x.errorFromStatus(rc, -1, -1, false);
     }
