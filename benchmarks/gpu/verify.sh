@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, in one command on a GPU machine without a JDK or network (the project's H100/H200 boxes), with the
 # bundle made here by benchmarks/gpu/prepare.sh (carry target/gpu-bundle). Budget: under 8 minutes.
-#   1. the native CUDA self-test (double-precision host reference, odd shapes, every variant and dtype, error cases)
+#   1. the native CUDA self-test (double-precision host reference, odd shapes, every variant and dtype, error cases),
+#      with the multi-pass and the Hopper cluster row kernels (--kernel all), then its --bench for both kernels
 #   2. the gpu-tagged Java contract tests (CUDA backend against the float64 Java reference, poisoned outputs)
 #   3. replay --backend cuda on a batch made by PyTorch, compared with PyTorch's float64 loss and gradient
 #   4. compute-sanitizer memcheck on the self-test (slow: it may be cut by its timeout), where the tool works on the box
@@ -17,7 +18,8 @@ J="$b/jdk/bin/java --enable-native-access=ALL-UNNAMED"
 declare -A status
 step() { local name=$1; shift; echo "=== $name"; local t0=$(date +%s); "$@"; local rc=$?; status[$name]="rc=$rc, $(( $(date +%s) - t0 )) s"; return 0; }
 
-step selftest bash -c "cd $b/native && LD_LIBRARY_PATH=. timeout 240 ./fdl_cuda_selftest 2>&1 | tee $PWD/$res/verify-selftest.txt | tail -15"
+step selftest bash -c "cd $b/native && LD_LIBRARY_PATH=. timeout 300 ./fdl_cuda_selftest 2>&1 | tee $PWD/$res/verify-selftest.txt | tail -15"
+step selftest-bench bash -c "cd $b/native && LD_LIBRARY_PATH=. timeout 120 ./fdl_cuda_selftest --bench --kernel all 2>&1 | tee $PWD/$res/verify-selftest-bench.txt | tail -12"
 step java-tests bash -c "OUT=$res/verify-junit timeout 300 benchmarks/gpu/run-gpu-tests.sh 2>&1 | tail -20"
 tmp=$(mktemp -d)
 step torch-replay bash -c "python3 benchmarks/gpu/torch_check.py make $tmp && $J -cp $b/lib/aligndistil.jar ai.aligndistil.cli.Main replay --backend cuda --in $tmp/batch.safetensors --out $tmp/result.safetensors && python3 benchmarks/gpu/torch_check.py compare $tmp | tee $res/verify-torch-compare.txt"
@@ -32,6 +34,6 @@ if [[ -x benchmarks/gpu/bench.sh ]]; then
 fi
 echo
 echo "verify summary ($(date -u +%Y-%m-%dT%H:%MZ), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
-for k in selftest java-tests torch-replay memcheck torch-time events; do
-  [[ -n "${status[$k]:-}" ]] && printf '  %-13s %s\n' "$k" "${status[$k]}"
+for k in selftest selftest-bench java-tests torch-replay memcheck torch-time events; do
+  [[ -n "${status[$k]:-}" ]] && printf '  %-15s %s\n' "$k" "${status[$k]}"
 done

@@ -281,6 +281,8 @@ aligndistil_fdl_cluster_row_kernel(FdlParams p, ClusterShape cs) {
         const uint32_t parity = static_cast<uint32_t>((k / S) & 1);
         /* thread 0 fetches the mask byte of the row this stage loads next; it is only used after the passes */
         const bool next_sel = tid == 0 ? row_selected(k + S) : true;
+        /* ... and the status word (has any row failed?), read now so its latency hides behind the wait and phase 1 */
+        const int failed_now = tid == 0 ? (*reinterpret_cast<volatile int64_t*>(p.status) != AD_OK) : 0;
         mbar_wait(&bar[st], parity);
         const bool selected = sel_stage[st] != 0;
         const int64_t b = row / T, t = row - b * T;
@@ -335,7 +337,7 @@ aligndistil_fdl_cluster_row_kernel(FdlParams p, ClusterShape cs) {
         if (tid == 0) {
             mine.mx[0] = mx[0]; mine.mx[1] = mx[1]; mine.mx[2] = mx[2];
             mine.bad = bad;
-            mine.failed = *reinterpret_cast<volatile int64_t*>(p.status) != AD_OK;
+            mine.failed = failed_now;
         }
         cluster.sync();
         if (tid == 0) {
