@@ -664,7 +664,11 @@ int ad_fdl_cluster_plan(const FdlParams& p, int dev, FdlClusterPlan* plan) {
     else instance = p.g_dt == AD_F32 ? 3 : 4;
     ClusterKernel fn = cluster_kernel(instance);
     cudaFuncAttributes attr;
-    AD_CCALL(cudaFuncGetAttributes(&attr, fn));
+    if (cudaFuncGetAttributes(&attr, fn) != cudaSuccess) {
+        (void)cudaGetLastError();
+        plan->why = "no loadable cluster kernel image for this device";
+        return AD_OK;
+    }
     const int64_t budget = static_cast<int64_t>(optin) - static_cast<int64_t>(attr.sharedSizeBytes);
     const int nrows = p.has_second ? 3 : 2;
     const int64_t rows = p.B * p.T;
@@ -689,8 +693,12 @@ int ad_fdl_cluster_plan(const FdlParams& p, int dev, FdlClusterPlan* plan) {
             if (bytes > budget) continue;
             const bool cache = dev >= 0 && dev < kMaxDevicesC;
             int maxc = cache ? g_max_clusters[dev][instance][ni][stages - 1].load(std::memory_order_relaxed) : 0;
+            if (maxc == 0 && prepare_function(fn, dev, instance, static_cast<int>(bytes), n) != AD_OK) {
+                (void)cudaGetLastError(); /* the device refused this size: not an error of the call, try the next */
+                maxc = -1;
+                if (cache) g_max_clusters[dev][instance][ni][stages - 1].store(maxc, std::memory_order_relaxed);
+            }
             if (maxc == 0) {
-                if (prepare_function(fn, dev, instance, static_cast<int>(bytes), n) != AD_OK) return AD_ERR_CUDA;
                 cudaLaunchConfig_t cfg = {};
                 cfg.gridDim = dim3(static_cast<unsigned int>(n), 1, 1);
                 cfg.blockDim = dim3(kClusterThreads, 1, 1);
