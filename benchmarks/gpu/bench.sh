@@ -6,6 +6,7 @@
 #                                            same run) + suite 1's GPU part (FusedLossCudaBench: launch + synchronize)
 #   benchmarks/gpu/bench.sh --events-only    suite 3 only (~3 min)
 #   benchmarks/gpu/bench.sh -- <JMH args>    e.g. -- -p vocab=151936 -p tokens=16384
+#                                            or  -- -p rowKernel=multipass,cluster (CudaEventBench: both row kernels)
 #
 # Results go to ${OUT:-benchmarks/results}: gpu-<date>-<gpu>-<commit>.json (+ .meta.json, .events.jsonl with the
 # per-launch device-time medians). Render them on the build machine: benchmarks/render.sh FILE.json

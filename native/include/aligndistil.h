@@ -191,6 +191,33 @@ AD_EXPORT int32_t ad_fdl_cuda_workspace_bytes(const ad_fdl_problem* problem, int
 AD_EXPORT int32_t ad_fdl_cuda(const ad_fdl_problem* problem, void* workspace, int64_t workspace_bytes,
                               double* d_loss, int64_t* d_status, void* stream);
 
+/* ---- Row kernel choice (Hopper cluster kernel) ------------------------------------------------------------
+ * ad_fdl_cuda has two row kernels with the same contract and results (within the self-test's tolerances):
+ *   AD_CUDA_KERNEL_MULTIPASS  portable: one CTA per token, five passes over the rows in global memory / L2.
+ *   AD_CUDA_KERNEL_CLUSTER    Hopper (compute capability >= 9.0): a thread-block cluster holds each token's rows
+ *                             in shared memory (one HBM read, one gradient write); needs the three inputs in one
+ *                             dtype, 16-byte aligned rows (base pointers, strides * element size), a vocabulary
+ *                             that fits 16 CTAs' shared memory, and a cluster configuration the device can run.
+ *                             Compile-checked only so far (never run on a GPU).
+ * The process-wide choice starts from the environment variable AD_CUDA_KERNEL = auto | multipass | cluster
+ * (read once, at the first call that needs it; unset or unknown = auto) and can be changed with
+ * ad_cuda_set_kernel. "cluster" uses the cluster kernel wherever it applies and silently falls back to the
+ * multi-pass kernel elsewhere (a call never fails for that reason); "auto" does the same only in a library built
+ * with -DAD_CUDA_CLUSTER_AUTO=ON and otherwise means multipass. Not thread-safe against calls in flight on other
+ * threads in the sense that a concurrent call may still use the previous choice.
+ * AD_CUDA_CLUSTER_SIZE = 1 | 2 | 4 | 8 | 16 (environment, read at every call; default unset = chosen from V, the
+ * dtype and the shared memory per CTA) restricts the cluster kernel to that many CTAs per token, for tests. */
+#define AD_CUDA_KERNEL_AUTO      0
+#define AD_CUDA_KERNEL_MULTIPASS 1
+#define AD_CUDA_KERNEL_CLUSTER   2
+AD_EXPORT int32_t ad_cuda_set_kernel(int32_t kernel);        /* AD_ERR_INVALID_ARGUMENT for other values */
+AD_EXPORT int32_t ad_cuda_get_kernel(int32_t* kernel);       /* the current setting (after reading the env) */
+/* Which kernel ad_fdl_cuda would run for `problem` on `device` (< 0: the current device) under the current
+ * setting: *kernel = AD_CUDA_KERNEL_MULTIPASS or AD_CUDA_KERNEL_CLUSTER. Validates the problem like ad_fdl_cuda
+ * (the pointers are only inspected for alignment, never dereferenced). AD_ERR_CUDA if a device query fails. */
+AD_EXPORT int32_t ad_cuda_kernel_for(const ad_fdl_problem* problem, int32_t device, int32_t* kernel);
+/* ---- end of the row kernel choice ------------------------------------------------------------------------ */
+
 /* Runtime helpers, so Java can drive the GPU without any other binding. Each returns AD_OK or AD_ERR_CUDA. */
 AD_EXPORT int32_t ad_cuda_device_count(int32_t* count);              /* 0 devices (no driver) is AD_OK */
 AD_EXPORT int32_t ad_cuda_device_name(int32_t device, char* buf, int64_t len);

@@ -2,9 +2,20 @@
  * fdl_cuda_selftest.cu: checks ad_fdl_cuda (libaligndistil_cuda.so) against an independent double-precision
  * host reference written with plain loops, and (--bench) times the kernel against a device-to-device copy.
  *
- *   fdl_cuda_selftest            run the checks; exit 0 = all passed, 1 = a failure, 77 = no GPU (only the
- *                                host-side argument checks ran)
- *   fdl_cuda_selftest --bench    V = 151936, 4096 tokens, bf16 and f32, CUDA-event timing
+ *   fdl_cuda_selftest [--kernel multipass|cluster|all]
+ *                                run the checks with each row kernel (default all: the multi-pass kernel, then the
+ *                                Hopper cluster kernel, which is skipped with a message below compute capability
+ *                                9.0); exit 0 = all passed, 1 = a failure, 77 = no GPU (only the host-side argument
+ *                                checks ran)
+ *   fdl_cuda_selftest --bench [--kernel ...]
+ *                                V = 151936, 4096 tokens, bf16 and f32, CUDA-event timing, per kernel
+ *
+ * With the cluster kernel every case whose layout allows it is laid out with 16-byte aligned rows (row stride
+ * rounded up to 8 elements) so that the cluster kernel really runs it (checked with ad_cuda_kernel_for: a case
+ * marked for it FAILS if the library falls back); misaligned and mixed-dtype cases keep their layout and check the
+ * fallback. Cluster-specific shapes: V not a multiple of the cluster split, V at and just above the largest
+ * vocabulary the cluster kernel takes (found with ad_cuda_kernel_for), two tokens per CTA with an odd number of
+ * rows, masked rows inside a persistent cluster's range, 8-CTA clusters at V = 151936.
  *
  * Tolerances (formulas, not tuned numbers): tol = 1e-5 for f32 inputs, 1e-4 (10x) when an input is bf16 / f16
  * or |logits| >= 1e4. Scalars (loss, weight, token_loss, metrics): |x - ref| <= tol * max(1, |ref|).
@@ -224,6 +235,17 @@ struct Case {
     int64_t pad_t = 0;          /* row padding in elements */
     double seq_divisor = 0.0, T_teacher = 1.0, Ts = 1.0;
     int inject = 0;             /* 1: NaN in one selected row, 2: +inf, 3: partial -inf, 4: all -inf row */
+    bool row_align = false;     /* row stride rounded up to a multiple of 8 elements (16-byte aligned rows) */
+    bool keep_layout = false;   /* never row-aligned (checks the cluster kernel's fallback) */
+    int expect_kernel = 0;      /* nonzero: ad_cuda_kernel_for must report this AD_CUDA_KERNEL_* */
+    int force_cluster = 0;      /* nonzero: AD_CUDA_CLUSTER_SIZE for this case (cluster kernel only) */
+};
+
+/* Sets AD_CUDA_CLUSTER_SIZE for one case and restores "unset" afterwards. */
+struct ClusterSizeScope {
+    explicit ClusterSizeScope(int n) : set(n != 0) { if (set) setenv("AD_CUDA_CLUSTER_SIZE", std::to_string(n).c_str(), 1); }
+    ~ClusterSizeScope() { if (set) unsetenv("AD_CUDA_CLUSTER_SIZE"); }
+    bool set;
 };
 
 static uint64_t g_seed = 12345;
@@ -243,12 +265,15 @@ static void upload(DevBuf& db, const std::vector<unsigned char>& host, size_t of
 static bool close_scalar(double x, double ref, double tol) { return std::fabs(x - ref) <= tol * std::max(1.0, std::fabs(ref)); }
 
 static int run_case(const Case& c) {
+    ClusterSizeScope cluster_size(c.force_cluster);
     std::mt19937_64 rng(g_seed++);
     std::normal_distribution<double> nd(0.0, 1.0);
     std::uniform_real_distribution<double> ud(0.0, 1.0);
     const int64_t B = c.B, T = c.T, V = c.V, rows = B * T;
     const bool gkd = c.variant == AD_VARIANT_GKD;
-    const int64_t st = V + c.pad_t, sb = T * st + 3 * c.pad_t, elems = B * sb;
+    int64_t st = V + c.pad_t, sb = T * st + 3 * c.pad_t;
+    if (c.row_align) { st = (V + c.pad_t + 7) / 8 * 8; sb = T * st; }
+    const int64_t elems = B * sb;
 
     /* columns outside the vocabulary */
     std::vector<char> out_col(V, 0);
@@ -342,6 +367,14 @@ static int run_case(const Case& c) {
     pr.student_temperature = c.Ts; pr.seq_divisor = c.seq_divisor;
     const int gdt = (int)pr.grad_dtype;
 
+    int32_t used = -1;
+    if (ad_cuda_kernel_for(&pr, -1, &used) != AD_OK) { printf("FAIL %s: ad_cuda_kernel_for: %s\n", c.name.c_str(), ad_cuda_last_error()); return 1; }
+    const char* used_name = used == AD_CUDA_KERNEL_CLUSTER ? "cluster" : "multipass";
+    if (c.expect_kernel != 0 && used != c.expect_kernel) {
+        printf("FAIL %s: ran on the %s kernel, expected the %s kernel\n", c.name.c_str(), used_name,
+               c.expect_kernel == AD_CUDA_KERNEL_CLUSTER ? "cluster" : "multipass");
+        return 1;
+    }
     int64_t wsb = 0;
     if (ad_fdl_cuda_workspace_bytes(&pr, &wsb) != AD_OK) { printf("FAIL %s: workspace_bytes\n", c.name.c_str()); return 1; }
     CK(cudaMalloc(&dws.base, wsb)); dws.ptr = dws.base;
@@ -410,8 +443,8 @@ static int run_case(const Case& c) {
         worst = std::max(worst, rel);
         if (!(std::sqrt(e2) <= gtol * std::sqrt(r2) + 1e-30)) fail("gradient rel L2", rel, gtol, row);
     }
-    printf("%s %-44s loss %.10g (ref %.10g) worst grad rel L2 %.2e (tol %.1e)\n", fails ? "FAIL" : "ok  ",
-           c.name.c_str(), loss, ref.loss, worst, gtol);
+    printf("%s [%-9s] %-48s loss %.10g (ref %.10g) worst grad rel L2 %.2e (tol %.1e)\n", fails ? "FAIL" : "ok  ",
+           used_name, c.name.c_str(), loss, ref.loss, worst, gtol);
     (void)bad_row;
     return fails ? 1 : 0;
 }
@@ -452,6 +485,15 @@ static int argument_checks() {
     q = p; expect_invalid("workspace small", q, wsb - 8);
     q = p; q.length_norm = 2; expect_invalid("length_norm 2", q, wsb);
     if (ad_fdl_cuda(nullptr, fake, wsb, dl, dsx, nullptr) != AD_ERR_INVALID_ARGUMENT) { printf("FAIL NULL problem\n"); ++fails; }
+    int32_t kern = -1, before = -1;
+    if (ad_cuda_get_kernel(&before) != AD_OK) { printf("FAIL ad_cuda_get_kernel\n"); ++fails; }
+    if (ad_cuda_set_kernel(3) != AD_ERR_INVALID_ARGUMENT) { printf("FAIL ad_cuda_set_kernel(3) accepted\n"); ++fails; }
+    if (ad_cuda_set_kernel(-1) != AD_ERR_INVALID_ARGUMENT) { printf("FAIL ad_cuda_set_kernel(-1) accepted\n"); ++fails; }
+    if (ad_cuda_get_kernel(&kern) != AD_OK || kern != before) { printf("FAIL a rejected ad_cuda_set_kernel changed the setting\n"); ++fails; }
+    if (ad_cuda_kernel_for(nullptr, -1, &kern) != AD_ERR_INVALID_ARGUMENT) { printf("FAIL ad_cuda_kernel_for(NULL)\n"); ++fails; }
+    q = p; q.vocab = 0;
+    if (ad_cuda_kernel_for(&q, -1, &kern) != AD_ERR_INVALID_ARGUMENT) { printf("FAIL ad_cuda_kernel_for(vocab 0)\n"); ++fails; }
+    if (ad_cuda_kernel_for(&p, -1, nullptr) != AD_ERR_INVALID_ARGUMENT) { printf("FAIL ad_cuda_kernel_for(kernel NULL)\n"); ++fails; }
     printf("%s host-side argument checks\n", fails ? "FAIL" : "ok  ");
     return fails;
 }
@@ -513,6 +555,10 @@ static int bench() {
         p.variant = AD_VARIANT_ALIGNDISTIL; p.length_norm = 1;
         p.beta = 0.1; p.beta2 = 10; p.epsilon = 1e-3; p.temperature = 1; p.student_temperature = 1;
         ad_fdl_cuda_workspace_bytes(&p, &wsb);
+        p.student = p.dpo = p.second = p.grad = bufs[0]; /* for ad_cuda_kernel_for (alignment only) */
+        int32_t used = -1;
+        if (ad_cuda_kernel_for(&p, -1, &used) != AD_OK) { fprintf(stderr, "ad_cuda_kernel_for: %s\n", ad_cuda_last_error()); exit(1); }
+        printf("%s kernel: %s\n", dname(dt), used == AD_CUDA_KERNEL_CLUSTER ? "cluster" : "multipass");
         void *ws, *dl, *dsx;
         CK(cudaMalloc(&ws, wsb)); CK(cudaMalloc(&dl, 8)); CK(cudaMalloc(&dsx, 32));
         cudaEvent_t e0, e1;
@@ -563,18 +609,39 @@ static int bench() {
 
 /* ------------------------------------------------------------------------------------------------ */
 
-int main(int argc, char** argv) {
-    const bool do_bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
-    int fails = argument_checks();
-    int32_t ndev = 0;
-    const int rc_count = ad_cuda_device_count(&ndev);
-    if (rc_count != AD_OK || ndev == 0) {
-        printf("no CUDA device%s%s: only the host-side checks ran\n", rc_count != AD_OK ? ": " : "",
-               rc_count != AD_OK ? ad_cuda_last_error() : "");
-        return fails ? 1 : 77;
+/* Largest V (row-aligned, one dtype, this variant) that the cluster kernel takes under the current setting, by
+ * bisection over ad_cuda_kernel_for (which only inspects pointer alignment); 0 when it takes none. */
+static int64_t cluster_vocab_cap(int dt, int variant) {
+    alignas(256) static char fake[256];
+    ad_fdl_problem p;
+    memset(&p, 0, sizeof p);
+    p.batch = 1; p.seq = 3;
+    p.student = p.dpo = p.second = p.grad = fake;
+    p.student_dtype = p.dpo_dtype = p.second_dtype = p.grad_dtype = dt;
+    p.variant = variant;
+    p.beta = 0.1; p.beta2 = 10; p.epsilon = 1e-3; p.temperature = 1; p.student_temperature = 1;
+    auto takes = [&](int64_t V) {
+        const int64_t st = (V + 7) / 8 * 8;
+        p.vocab = V;
+        p.student_stride_t = p.dpo_stride_t = p.second_stride_t = p.grad_stride_t = st;
+        p.student_stride_b = p.dpo_stride_b = p.second_stride_b = p.grad_stride_b = 3 * st;
+        int32_t k = -1;
+        if (ad_cuda_kernel_for(&p, -1, &k) != AD_OK) return false;
+        return k == AD_CUDA_KERNEL_CLUSTER;
+    };
+    if (!takes(1)) return 0;
+    int64_t lo = 1, hi = INT64_C(1) << 24; /* takes(lo), !takes(hi): 16 CTAs x 227 KB hold < 2^24 columns */
+    if (takes(hi)) return hi;
+    while (hi - lo > 1) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        (takes(mid) ? lo : hi) = mid;
     }
-    if (do_bench) return bench();
+    return lo;
+}
 
+/* The checks for one kernel setting. */
+static int run_checks(int kernel) {
+    const bool cl = kernel == AD_CUDA_KERNEL_CLUSTER;
     std::vector<Case> cases;
     const int64_t Vs[5] = {1, 7, 129, 4099, 50257};
     const int dts[3] = {AD_F32, AD_BF16, AD_F16};
@@ -622,7 +689,106 @@ int main(int argc, char** argv) {
     { Case c; c.name = "error all -inf row (empty)"; c.V = 129; c.inject = 4; cases.push_back(c); }
     { Case c; c.name = "error NaN in place (status only)"; c.V = 4099; c.inject = 1; c.in_place = true; cases.push_back(c); }
 
+    /* cluster-specific shapes (run with both kernels; the expectations about which kernel runs apply to cluster) */
+    { Case c; c.name = "cl: bf16 V=50257 (not a multiple of the split), tail"; c.sdt = c.ddt = c.rdt = AD_BF16; c.V = 50257;
+      c.row_align = true; c.T = 5; cases.push_back(c); }
+    { Case c; c.name = "cl: f16 V=151937 grad f16, 2 ranks past V"; c.sdt = c.ddt = c.rdt = c.gdt = AD_F16; c.V = 151937;
+      c.row_align = true; c.T = 3; c.variant = AD_VARIANT_ADAPTIVE; cases.push_back(c); }
+    { Case c; c.name = "cl: bf16 V=151936, 8-CTA clusters, 51 rows, masks"; c.sdt = c.ddt = c.rdt = AD_BF16; c.V = 151936;
+      c.B = 3; c.T = 17; c.mask_mode = 1; c.row_align = true; cases.push_back(c); }
+    { Case c; c.name = "cl: bf16 V=4099, 2005 rows (2 tokens/CTA, odd), masks"; c.sdt = c.ddt = c.rdt = AD_BF16; c.V = 4099;
+      c.B = 5; c.T = 401; c.mask_mode = 1; c.row_align = true; c.inf_tail = 9; cases.push_back(c); }
+    { Case c; c.name = "cl: f32 V=3 gkd in place (one partial chunk)"; c.V = 3; c.variant = AD_VARIANT_GKD; c.in_place = true;
+      c.row_align = true; c.T = 9; cases.push_back(c); }
+    /* every cluster size on small vocabularies (AD_CUDA_CLUSTER_SIZE), including CTAs that own no column */
+    const int sizes[5] = {1, 2, 4, 8, 16};
+    for (int si = 0; si < 5 && cl; ++si) {
+        const int n = sizes[si];
+        { Case c; c.name = "cl: n=" + std::to_string(n) + " bf16 V=4099 aligndistil, 301 rows, masks"; c.sdt = c.ddt = c.rdt = AD_BF16;
+          c.V = 4099; c.B = 7; c.T = 43; c.row_align = true; c.inf_interior = 3; c.force_cluster = n; cases.push_back(c); }
+        { Case c; c.name = "cl: n=" + std::to_string(n) + " f32 V=129 adaptive grad f32 (empty ranks)"; c.V = 129;
+          c.variant = AD_VARIANT_ADAPTIVE; c.row_align = true; c.force_cluster = n; cases.push_back(c); }
+        { Case c; c.name = "cl: n=" + std::to_string(n) + " f16 V=2053 gkd, error NaN"; c.sdt = c.ddt = c.rdt = AD_F16; c.V = 2053;
+          c.variant = AD_VARIANT_GKD; c.inject = 1; c.B = 3; c.T = 31; c.row_align = true; c.force_cluster = n; cases.push_back(c); }
+    }
+    { Case c; c.name = "cl: error NaN after many rows (stop + drain)"; c.sdt = c.ddt = c.rdt = AD_BF16; c.V = 4099; c.B = 5; c.T = 401;
+      c.inject = 1; c.row_align = true; cases.push_back(c); }
+    { Case c; c.name = "cl: empty row, contrast f16"; c.sdt = c.ddt = c.rdt = AD_F16; c.V = 129; c.inject = 4; c.variant = AD_VARIANT_CONTRAST;
+      c.row_align = true; cases.push_back(c); }
+    if (cl) {
+        const int64_t cap = cluster_vocab_cap(AD_F32, AD_VARIANT_ALIGNDISTIL);
+        printf("cluster kernel: largest f32 aligndistil vocabulary it takes here: %lld\n", (long long)cap);
+        if (cap >= 16) {
+            { Case c; c.name = "cl: f32 V = cap (just fits)"; c.V = cap; c.B = 1; c.T = 3; c.row_align = true;
+              c.expect_kernel = AD_CUDA_KERNEL_CLUSTER; cases.push_back(c); }
+            { Case c; c.name = "cl: f32 V = cap - 5"; c.V = cap - 5; c.B = 1; c.T = 2; c.row_align = true; c.variant = AD_VARIANT_THEOREM1;
+              c.expect_kernel = AD_CUDA_KERNEL_CLUSTER; cases.push_back(c); }
+            { Case c; c.name = "cl: f32 V = cap + 1 (falls back)"; c.V = cap + 1; c.B = 1; c.T = 2; c.row_align = true;
+              c.expect_kernel = AD_CUDA_KERNEL_MULTIPASS; cases.push_back(c); }
+        } else {
+            printf("FAIL cluster kernel: takes no vocabulary at all on this device\n");
+            return 1;
+        }
+    }
+    for (Case& c : cases) {
+        if (!cl) { if (c.expect_kernel == AD_CUDA_KERNEL_CLUSTER) c.expect_kernel = 0; continue; }
+        if (c.misalign == 0 && !c.keep_layout) c.row_align = true;
+        if (c.force_cluster == 16) { c.expect_kernel = 0; continue; } /* 16-CTA clusters are non-portable: may be refused */
+        const bool same = c.sdt == c.ddt && (c.variant == AD_VARIANT_GKD || c.rdt == c.ddt);
+        if (c.row_align && same && c.expect_kernel == 0) c.expect_kernel = AD_CUDA_KERNEL_CLUSTER;
+        if (!c.row_align || !same) c.expect_kernel = AD_CUDA_KERNEL_MULTIPASS;
+    }
+    int fails = 0;
     for (const Case& c : cases) fails += run_case(c);
+    return fails;
+}
+
+int main(int argc, char** argv) {
+    bool do_bench = false;
+    std::vector<int> kernels = {AD_CUDA_KERNEL_MULTIPASS, AD_CUDA_KERNEL_CLUSTER};
+    for (int i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "--bench") == 0) {
+            do_bench = true;
+        } else if (strcmp(argv[i], "--kernel") == 0 && i + 1 < argc) {
+            const char* k = argv[++i];
+            if (strcmp(k, "multipass") == 0) kernels = {AD_CUDA_KERNEL_MULTIPASS};
+            else if (strcmp(k, "cluster") == 0) kernels = {AD_CUDA_KERNEL_CLUSTER};
+            else if (strcmp(k, "all") == 0) kernels = {AD_CUDA_KERNEL_MULTIPASS, AD_CUDA_KERNEL_CLUSTER};
+            else { fprintf(stderr, "--kernel multipass|cluster|all, not %s\n", k); return 2; }
+        } else {
+            fprintf(stderr, "usage: %s [--bench] [--kernel multipass|cluster|all]\n", argv[0]);
+            return 2;
+        }
+    }
+    int fails = argument_checks();
+    int32_t ndev = 0;
+    const int rc_count = ad_cuda_device_count(&ndev);
+    if (rc_count != AD_OK || ndev == 0) {
+        printf("no CUDA device%s%s: only the host-side checks ran\n", rc_count != AD_OK ? ": " : "",
+               rc_count != AD_OK ? ad_cuda_last_error() : "");
+        return fails ? 1 : 77;
+    }
+    int64_t info[8] = {0};
+    if (ad_cuda_device_info(0, info) != AD_OK) { printf("FAIL ad_cuda_device_info: %s\n", ad_cuda_last_error()); return 1; }
+    for (int k : kernels) {
+        const char* kname = k == AD_CUDA_KERNEL_CLUSTER ? "cluster" : "multipass";
+        if (k == AD_CUDA_KERNEL_CLUSTER && info[0] < 9) {
+            printf("skipping the cluster kernel: compute capability %lld.%lld < 9.0 (it needs Hopper or newer)\n",
+                   (long long)info[0], (long long)info[1]);
+            continue;
+        }
+        if (ad_cuda_set_kernel(k) != AD_OK) { printf("FAIL ad_cuda_set_kernel(%d)\n", k); return 1; }
+        printf("=== row kernel setting: %s ===\n", kname);
+        if (do_bench) {
+            bench();
+            continue;
+        }
+        const int f = run_checks(k);
+        printf("%s kernel: %d failure(s)\n", kname, f);
+        fails += f;
+    }
+    ad_cuda_set_kernel(AD_CUDA_KERNEL_AUTO);
+    if (do_bench) return 0;
     printf("%s: %d failure(s)\n", fails ? "FAILED" : "PASSED", fails);
     return fails ? 1 : 0;
 }

@@ -20,6 +20,14 @@
  *   4. aligndistil_fdl_error_zero_kernel   exits at once unless a row reported an error; then it zeroes the
  *                                           separate gradient buffer and the optional per-row outputs.
  *
+ * Exps per element (the MUFU-bound part on H100/H200): pass A 3 (2 for gkd), pass B 2 (aligndistil / adaptive
+ * only), pass C 1 + 1/8 (one rescale per chunk of 8), pass D 1: 7.125 for aligndistil / adaptive, 5.125 for
+ * contrast / theorem1, 4.125 for gkd. Each exp is exp_fast (fused_distill_loss_common.cuh): one FMUL by log2 e and
+ * one ex2.approx.ftz (MUFU.EX2) instead of expf's range reduction; the error bound is in that helper's comment.
+ *
+ * Which kernel runs. ad_fdl_cuda picks this kernel or the Hopper cluster kernel of fused_distill_loss_hopper.cu
+ * (choose_kernel below; AD_CUDA_KERNEL / ad_cuda_set_kernel); this one is the portable default and the fallback.
+ *
  * What it never materialises. No [tokens x V] buffer besides the caller's gradient: the rows are streamed
  * through registers and only per-row scalars (one double per row, n_b per sequence, a few counters) live in
  * the caller's workspace (ad_fdl_cuda_workspace_bytes = 64 + 8 B + 8 B T bytes).
@@ -48,233 +56,11 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-namespace {
+#include "fused_distill_loss_common.cuh"
 
-constexpr int kAny = -1;           /* template dtype: chosen at run time from the problem */
-constexpr int kChunk = 8;          /* columns per thread per step: 16 bytes of bf16/f16, 32 bytes of f32 */
-constexpr int kRowThreads = 512;   /* threads per row CTA */
-constexpr int kSmallThreads = 1024;
-constexpr int kZeroThreads = 256;
-
-/* Workspace layout (all 8-byte words). */
-constexpr int64_t kHeaderWords = 8; /* [0] sequences with a selected row, [1] selected rows, rest unused */
-
-
-/* ------------------------------------------------------------------------------------------------ */
-/* Element loads and stores                                                                          */
-/* ------------------------------------------------------------------------------------------------ */
-
-__device__ __forceinline__ float bf16_bits_to_float(unsigned int bits16) {
-    return __uint_as_float(bits16 << 16);
-}
-
-template <int DT>
-__device__ __forceinline__ float load_one(const void* row, int64_t v) {
-    if constexpr (DT == AD_F32) {
-        return static_cast<const float*>(row)[v];
-    } else if constexpr (DT == AD_BF16) {
-        return bf16_bits_to_float(static_cast<const unsigned short*>(row)[v]);
-    } else {
-        return __half2float(__ushort_as_half(static_cast<const unsigned short*>(row)[v]));
-    }
-}
-
-/* Loads columns [8k, 8k+8) of a row as floats; columns >= V read as -inf (outside the vocabulary).
- * `aligned`: the row pointer is 16-byte aligned, so a full chunk is one (16-bit) or two (f32) 16-byte loads. */
-template <int DT>
-__device__ __forceinline__ void load_chunk_t(const void* row, bool aligned, int64_t k, int64_t V, float (&x)[kChunk]) {
-    const int64_t v0 = k * kChunk;
-    if (aligned && v0 + kChunk <= V) {
-        if constexpr (DT == AD_F32) {
-            const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(row) + v0);
-            float4 a = p[0], b = p[1];
-            x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
-            x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
-        } else {
-            uint4 w = *reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(row) + v0);
-            unsigned int u[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                if constexpr (DT == AD_BF16) {
-                    x[2 * i] = __uint_as_float(u[i] << 16);
-                    x[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-                } else {
-                    x[2 * i] = __half2float(__ushort_as_half(static_cast<unsigned short>(u[i] & 0xffffu)));
-                    x[2 * i + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(u[i] >> 16)));
-                }
-            }
-        }
-    } else {
-#pragma unroll
-        for (int j = 0; j < kChunk; ++j) x[j] = (v0 + j < V) ? load_one<DT>(row, v0 + j) : -INFINITY;
-    }
-}
-
-template <int DT>
-__device__ __forceinline__ void load_chunk(const void* row, int dt_rt, bool aligned, int64_t k, int64_t V, float (&x)[kChunk]) {
-    if constexpr (DT == kAny) {
-        if (dt_rt == AD_F32) load_chunk_t<AD_F32>(row, aligned, k, V, x);
-        else if (dt_rt == AD_BF16) load_chunk_t<AD_BF16>(row, aligned, k, V, x);
-        else load_chunk_t<AD_F16>(row, aligned, k, V, x);
-    } else {
-        load_chunk_t<DT>(row, aligned, k, V, x);
-    }
-}
-
-template <int DT>
-__device__ __forceinline__ unsigned short to_bits16(float f) {
-    if constexpr (DT == AD_BF16) return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-    else return __half_as_ushort(__float2half_rn(f));
-}
-
-/* Stores columns [8k, 8k+8) of a gradient row (only columns < V), round-to-nearest for 16-bit types. */
-template <int DT>
-__device__ __forceinline__ void store_chunk_t(void* row, bool aligned, int64_t k, int64_t V, const float (&g)[kChunk]) {
-    const int64_t v0 = k * kChunk;
-    if (aligned && v0 + kChunk <= V) {
-        if constexpr (DT == AD_F32) {
-            float4* p = reinterpret_cast<float4*>(static_cast<float*>(row) + v0);
-            p[0] = make_float4(g[0], g[1], g[2], g[3]);
-            p[1] = make_float4(g[4], g[5], g[6], g[7]);
-        } else {
-            unsigned int u[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-                u[i] = static_cast<unsigned int>(to_bits16<DT>(g[2 * i])) |
-                       (static_cast<unsigned int>(to_bits16<DT>(g[2 * i + 1])) << 16);
-            *reinterpret_cast<uint4*>(static_cast<unsigned short*>(row) + v0) = make_uint4(u[0], u[1], u[2], u[3]);
-        }
-    } else {
-#pragma unroll
-        for (int j = 0; j < kChunk; ++j) {
-            if (v0 + j < V) {
-                if constexpr (DT == AD_F32) static_cast<float*>(row)[v0 + j] = g[j];
-                else static_cast<unsigned short*>(row)[v0 + j] = to_bits16<DT>(g[j]);
-            }
-        }
-    }
-}
-
-template <int DT>
-__device__ __forceinline__ void store_chunk(void* row, int dt_rt, bool aligned, int64_t k, int64_t V, const float (&g)[kChunk]) {
-    if constexpr (DT == kAny) {
-        if (dt_rt == AD_F32) store_chunk_t<AD_F32>(row, aligned, k, V, g);
-        else if (dt_rt == AD_BF16) store_chunk_t<AD_BF16>(row, aligned, k, V, g);
-        else store_chunk_t<AD_F16>(row, aligned, k, V, g);
-    } else {
-        store_chunk_t<DT>(row, aligned, k, V, g);
-    }
-}
-
-__device__ __forceinline__ int dtype_size(int dt) { return dt == AD_F32 ? 4 : 2; }
-
-__device__ __forceinline__ const void* row_ptr(const void* base, int dt, int64_t b, int64_t t, int64_t sb, int64_t st) {
-    return static_cast<const char*>(base) + (b * sb + t * st) * dtype_size(dt);
-}
-
-__device__ __forceinline__ bool is_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-/* Zeroes one gradient row (any dtype), chunk-strided over the block's threads. */
-__device__ void zero_row(void* row, int dt, int64_t V, int tid, int nthreads) {
-    const bool aligned = is_aligned16(row);
-    const int64_t nchunks = (V + kChunk - 1) / kChunk;
-    float z[kChunk];
-#pragma unroll
-    for (int j = 0; j < kChunk; ++j) z[j] = 0.0f;
-    for (int64_t k = tid; k < nchunks; k += nthreads) store_chunk<kAny>(row, dt, aligned, k, V, z);
-}
-
-/* ------------------------------------------------------------------------------------------------ */
-/* Block reductions (fixed order: deterministic)                                                     */
-/* ------------------------------------------------------------------------------------------------ */
-
-template <int N>
-__device__ __forceinline__ void block_sum(double (&v)[N], double* sh /* [N * 32] */) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-    for (int i = 0; i < N; ++i)
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v[i] += __shfl_xor_sync(0xffffffffu, v[i], o);
-    if (lane == 0)
-#pragma unroll
-        for (int i = 0; i < N; ++i) sh[i * 32 + warp] = v[i];
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-        double acc = 0.0;
-        for (int w = 0; w < nwarps; ++w) acc += sh[i * 32 + w];
-        v[i] = acc;
-    }
-    __syncthreads();
-}
-
-template <int N>
-__device__ __forceinline__ void block_max(float (&v)[N], float* sh /* [N * 32] */) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-    for (int i = 0; i < N; ++i)
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v[i] = fmaxf(v[i], __shfl_xor_sync(0xffffffffu, v[i], o));
-    if (lane == 0)
-#pragma unroll
-        for (int i = 0; i < N; ++i) sh[i * 32 + warp] = v[i];
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-        float acc = -INFINITY;
-        for (int w = 0; w < nwarps; ++w) acc = fmaxf(acc, sh[i * 32 + w]);
-        v[i] = acc;
-    }
-    __syncthreads();
-}
-
-__device__ __forceinline__ long long block_min_ll(long long v, long long* sh /* [32] */) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        long long u = __shfl_xor_sync(0xffffffffu, v, o);
-        v = u < v ? u : v;
-    }
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    long long acc = sh[0];
-    for (int w = 1; w < nwarps; ++w) acc = sh[w] < acc ? sh[w] : acc;
-    __syncthreads();
-    return acc;
-}
-
-/* The first error wins: only the thread whose compare-and-swap moves the code off AD_OK writes token/column. */
-__device__ void report_error(int64_t* status, int64_t code, int64_t token, int64_t column) {
-    unsigned long long* c = reinterpret_cast<unsigned long long*>(status);
-    if (atomicCAS(c, 0ull, static_cast<unsigned long long>(code)) == 0ull) {
-        status[1] = token;
-        status[2] = column;
-        __threadfence();
-    }
-}
-
-}  // namespace
-
-/* Kernel parameters (by value). Kernels and this struct live at global scope so profilers show plain
- * aligndistil_fdl_* names; the library exports only the extern "C" entry points (hidden visibility). */
-struct FdlParams {
-    int64_t B, T, V;
-    const void* s; int64_t s_sb, s_st;
-    const void* d; int64_t d_sb, d_st;
-    const void* r; int64_t r_sb, r_st;
-    const uint8_t* mask; int64_t m_sb, m_st;
-    void* g; int64_t g_sb, g_st;
-    float* weight; float* token_loss; float* metrics;
-    int s_dt, d_dt, r_dt, g_dt;
-    int variant, length_norm, in_place, has_second;
-    double beta, beta2, epsilon, temperature, student_temperature, seq_divisor;
-    int64_t* header;     /* workspace */
-    int64_t* nb;         /* workspace, [B] */
-    double* contrib;     /* workspace, [B*T] */
-    int64_t* status;     /* caller, 4 words */
-    double* loss;        /* caller */
-};
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Kernel 1: status reset and mask counts                                                            */
@@ -412,14 +198,14 @@ aligndistil_fdl_row_kernel(FdlParams p) {
                 if (xd[j] != -INFINITY) {
                     const float sp = (xs[j] - ms) * inv_ts;
                     const float dp = xd[j] - md;
-                    const float es = expf(sp);
+                    const float es = exp_fast(sp);
                     c[0] += es;
-                    c[1] += expf(dp);
+                    c[1] += exp_fast(dp);
                     c[3] = fmaf(es, sp, c[3]);
                     c[4] = fmaf(es, dp, c[4]);
                     if (has_r) {
                         const float rp = xr[j] - mr;
-                        c[2] += expf(rp);
+                        c[2] += exp_fast(rp);
                         c[5] = fmaf(es, rp, c[5]);
                     }
                 }
@@ -441,7 +227,7 @@ aligndistil_fdl_row_kernel(FdlParams p) {
                 float c = 0.0f;
 #pragma unroll
                 for (int j = 0; j < kChunk; ++j)
-                    if (xd[j] != -INFINITY) c += fabsf(expf(xd[j] - md) * izd - expf(xr[j] - mr) * izr);
+                    if (xd[j] != -INFINITY) c += fabsf(exp_fast(xd[j] - md) * izd - exp_fast(xr[j] - mr) * izr);
                 tv[0] += static_cast<double>(c);
             }
             block_sum<1>(tv, sh_d);
@@ -481,18 +267,18 @@ aligndistil_fdl_row_kernel(FdlParams p) {
             if (cm == -INFINITY) continue;
             float cs = 0.0f;
 #pragma unroll
-            for (int j = 0; j < kChunk; ++j) cs += x[j] != -INFINITY ? expf(x[j] - cm) : 0.0f;
+            for (int j = 0; j < kChunk; ++j) cs += x[j] != -INFINITY ? exp_fast(x[j] - cm) : 0.0f;
             if (cm > tm) {
-                tsum = tsum * static_cast<double>(expf(tm - cm)) + static_cast<double>(cs);
+                tsum = tsum * static_cast<double>(exp_fast(tm - cm)) + static_cast<double>(cs);
                 tm = cm;
             } else {
-                tsum += static_cast<double>(cs) * static_cast<double>(expf(cm - tm));
+                tsum += static_cast<double>(cs) * static_cast<double>(exp_fast(cm - tm));
             }
         }
         float bm[1] = {tm};
         block_max<1>(bm, sh_f);
         const float M = bm[0]; /* finite: the row has an in-vocabulary column */
-        double ssum[1] = {tm == -INFINITY ? 0.0 : tsum * static_cast<double>(expf(tm - M))};
+        double ssum[1] = {tm == -INFINITY ? 0.0 : tsum * static_cast<double>(exp_fast(tm - M))};
         block_sum<1>(ssum, sh_d);
         const double log_s = log(ssum[0]);            /* LSE* - M */
         const double lse_star = static_cast<double>(M) + log_s;
@@ -542,7 +328,7 @@ aligndistil_fdl_row_kernel(FdlParams p) {
                     const float sp = (xs[j] - ms) * inv_ts;
                     const float zp = has_r ? fmaf(af, xd[j] - md, bf * (xr[j] - mr)) : af * (xd[j] - md);
                     const float diff = sp - (zp * inv_t - M) + shift;
-                    g[j] = cg * (expf(sp) * izs) * diff;
+                    g[j] = cg * (exp_fast(sp) * izs) * diff;
                 } else {
                     g[j] = 0.0f;
                 }
@@ -666,6 +452,98 @@ constexpr int kMaxDevices = 64;
 constexpr int kRowKernels = 6;
 std::atomic<int> g_row_blocks_per_sm[kMaxDevices][kRowKernels];
 
+/* Validates a problem (everything but the workspace and the output pointers) and fills the kernel parameters,
+ * workspace pointers left NULL. AD_OK or AD_ERR_INVALID_ARGUMENT (message recorded). */
+int validate_problem(const ad_fdl_problem* pr, FdlParams* out) {
+    if (pr == nullptr) return invalid("problem is NULL");
+    const int64_t B = pr->batch, T = pr->seq, V = pr->vocab;
+    if (B < 1 || T < 1 || V < 1) return invalid("batch, seq and vocab must be >= 1");
+    int64_t need = 0;
+    if (workspace_bytes(B, T, &need) != AD_OK) return invalid("batch * seq too large");
+    if (pr->variant < AD_VARIANT_ALIGNDISTIL || pr->variant > AD_VARIANT_GKD) return invalid("unknown variant");
+    const bool gkd = pr->variant == AD_VARIANT_GKD;
+    if (pr->length_norm != 0 && pr->length_norm != 1) return invalid("length_norm must be 0 or 1");
+    if (!valid_dtype(pr->student_dtype) || !valid_dtype(pr->dpo_dtype) || (!gkd && !valid_dtype(pr->second_dtype)))
+        return invalid("unknown input dtype");
+    if (pr->grad_dtype != AD_F32 && pr->grad_dtype != pr->student_dtype)
+        return invalid("grad dtype must be F32 or the student's dtype");
+    if (pr->student == nullptr || pr->dpo == nullptr || pr->grad == nullptr || (!gkd && pr->second == nullptr))
+        return invalid("NULL logits or grad pointer");
+    if (!positive_finite(pr->beta) || !positive_finite(pr->beta2) || !positive_finite(pr->epsilon) ||
+        !positive_finite(pr->temperature) || !positive_finite(pr->student_temperature))
+        return invalid("beta, beta2, epsilon, temperature and student_temperature must be finite and > 0");
+    if (!isfinite(pr->seq_divisor)) return invalid("seq_divisor must be finite");
+    const bool in_place = pr->grad == pr->student;
+    if (in_place && (pr->grad_dtype != pr->student_dtype || pr->grad_stride_b != pr->student_stride_b ||
+                     pr->grad_stride_t != pr->student_stride_t))
+        return invalid("in place (grad == student) needs the student's dtype and strides");
+    if (!strides_ok(B, T, V, pr->student_stride_b, pr->student_stride_t) ||
+        !strides_ok(B, T, V, pr->dpo_stride_b, pr->dpo_stride_t) ||
+        (!gkd && !strides_ok(B, T, V, pr->second_stride_b, pr->second_stride_t)) ||
+        !strides_ok(B, T, V, pr->grad_stride_b, pr->grad_stride_t) ||
+        (pr->mask && !strides_ok(B, T, 1, pr->mask_stride_b, pr->mask_stride_t)))
+        return invalid("strides out of range");
+    if (((reinterpret_cast<uintptr_t>(pr->weight) | reinterpret_cast<uintptr_t>(pr->token_loss) |
+          reinterpret_cast<uintptr_t>(pr->metrics)) & 3u) != 0)
+        return invalid("weight / token_loss / metrics not 4-byte aligned");
+
+    FdlParams& p = *out;
+    p = FdlParams{};
+    p.B = B; p.T = T; p.V = V;
+    p.s = pr->student; p.s_sb = pr->student_stride_b; p.s_st = pr->student_stride_t; p.s_dt = static_cast<int>(pr->student_dtype);
+    p.d = pr->dpo; p.d_sb = pr->dpo_stride_b; p.d_st = pr->dpo_stride_t; p.d_dt = static_cast<int>(pr->dpo_dtype);
+    p.has_second = gkd ? 0 : 1;
+    p.r = gkd ? nullptr : pr->second;
+    p.r_sb = pr->second_stride_b; p.r_st = pr->second_stride_t;
+    p.r_dt = gkd ? p.d_dt : static_cast<int>(pr->second_dtype);
+    p.mask = pr->mask; p.m_sb = pr->mask_stride_b; p.m_st = pr->mask_stride_t;
+    p.g = pr->grad; p.g_sb = pr->grad_stride_b; p.g_st = pr->grad_stride_t; p.g_dt = static_cast<int>(pr->grad_dtype);
+    p.weight = pr->weight; p.token_loss = pr->token_loss; p.metrics = pr->metrics;
+    p.variant = static_cast<int>(pr->variant);
+    p.length_norm = static_cast<int>(pr->length_norm);
+    p.in_place = in_place ? 1 : 0;
+    p.beta = pr->beta; p.beta2 = pr->beta2; p.epsilon = pr->epsilon;
+    p.temperature = pr->temperature; p.student_temperature = pr->student_temperature;
+    p.seq_divisor = pr->seq_divisor;
+    return AD_OK;
+}
+
+/* Process-wide row kernel choice: AD_CUDA_KERNEL_* or -1 = not yet read from the AD_CUDA_KERNEL environment
+ * variable (auto | multipass | cluster; anything else means auto). */
+std::atomic<int> g_kernel_mode{-1};
+
+int kernel_mode() {
+    int m = g_kernel_mode.load(std::memory_order_relaxed);
+    if (m < 0) {
+        const char* e = getenv("AD_CUDA_KERNEL");
+        m = AD_CUDA_KERNEL_AUTO;
+        if (e != nullptr && strcmp(e, "multipass") == 0) m = AD_CUDA_KERNEL_MULTIPASS;
+        if (e != nullptr && strcmp(e, "cluster") == 0) m = AD_CUDA_KERNEL_CLUSTER;
+        int expected = -1;
+        if (!g_kernel_mode.compare_exchange_strong(expected, m, std::memory_order_relaxed)) m = expected;
+    }
+    return m;
+}
+
+/* Which row kernel runs `p` on the current device `dev`. "auto" takes the cluster kernel only in a library built
+ * with -DAD_CUDA_CLUSTER_AUTO=ON (it has not been verified on a GPU yet); "cluster" takes it whenever the plan
+ * allows; otherwise, and whenever the plan says no, the multi-pass kernel runs. */
+int choose_kernel(const FdlParams& p, int dev, FdlClusterPlan* plan, int* kernel) {
+    *kernel = AD_CUDA_KERNEL_MULTIPASS;
+    *plan = FdlClusterPlan{};
+    const int mode = kernel_mode();
+#if defined(AD_CUDA_CLUSTER_AUTO) && AD_CUDA_CLUSTER_AUTO
+    const bool want = mode != AD_CUDA_KERNEL_MULTIPASS;
+#else
+    const bool want = mode == AD_CUDA_KERNEL_CLUSTER;
+#endif
+    if (!want) return AD_OK;
+    const int rc = ad_fdl_cluster_plan(p, dev, plan);
+    if (rc != AD_OK) return rc;
+    if (plan->ok) *kernel = AD_CUDA_KERNEL_CLUSTER;
+    return AD_OK;
+}
+
 #define AD_LAUNCH_CHECK(what)                                          \
     do {                                                               \
         cudaError_t e_ = cudaGetLastError();                           \
@@ -698,56 +576,14 @@ AD_EXPORT int32_t ad_fdl_cuda(const ad_fdl_problem* pr, void* workspace, int64_t
     if (d_loss == nullptr || d_status == nullptr) return invalid("d_loss or d_status is NULL");
     if ((reinterpret_cast<uintptr_t>(d_loss) & 7u) || (reinterpret_cast<uintptr_t>(d_status) & 7u))
         return invalid("d_loss / d_status not 8-byte aligned");
-    const int64_t B = pr->batch, T = pr->seq, V = pr->vocab;
-    if (B < 1 || T < 1 || V < 1) return invalid("batch, seq and vocab must be >= 1");
+    FdlParams p;
+    const int vrc = validate_problem(pr, &p);
+    if (vrc != AD_OK) return vrc;
+    const int64_t B = p.B, T = p.T;
     int64_t need = 0;
     if (workspace_bytes(B, T, &need) != AD_OK) return invalid("batch * seq too large");
     if (workspace == nullptr || workspace_bytes_given < need) return invalid("workspace missing or too small");
     if (reinterpret_cast<uintptr_t>(workspace) & 7u) return invalid("workspace not 8-byte aligned");
-    if (pr->variant < AD_VARIANT_ALIGNDISTIL || pr->variant > AD_VARIANT_GKD) return invalid("unknown variant");
-    const bool gkd = pr->variant == AD_VARIANT_GKD;
-    if (pr->length_norm != 0 && pr->length_norm != 1) return invalid("length_norm must be 0 or 1");
-    if (!valid_dtype(pr->student_dtype) || !valid_dtype(pr->dpo_dtype) || (!gkd && !valid_dtype(pr->second_dtype)))
-        return invalid("unknown input dtype");
-    if (pr->grad_dtype != AD_F32 && pr->grad_dtype != pr->student_dtype)
-        return invalid("grad dtype must be F32 or the student's dtype");
-    if (pr->student == nullptr || pr->dpo == nullptr || pr->grad == nullptr || (!gkd && pr->second == nullptr))
-        return invalid("NULL logits or grad pointer");
-    if (!positive_finite(pr->beta) || !positive_finite(pr->beta2) || !positive_finite(pr->epsilon) ||
-        !positive_finite(pr->temperature) || !positive_finite(pr->student_temperature))
-        return invalid("beta, beta2, epsilon, temperature and student_temperature must be finite and > 0");
-    if (!isfinite(pr->seq_divisor)) return invalid("seq_divisor must be finite");
-    const bool in_place = pr->grad == pr->student;
-    if (in_place && (pr->grad_dtype != pr->student_dtype || pr->grad_stride_b != pr->student_stride_b ||
-                     pr->grad_stride_t != pr->student_stride_t))
-        return invalid("in place (grad == student) needs the student's dtype and strides");
-    if (!strides_ok(B, T, V, pr->student_stride_b, pr->student_stride_t) ||
-        !strides_ok(B, T, V, pr->dpo_stride_b, pr->dpo_stride_t) ||
-        (!gkd && !strides_ok(B, T, V, pr->second_stride_b, pr->second_stride_t)) ||
-        !strides_ok(B, T, V, pr->grad_stride_b, pr->grad_stride_t) ||
-        (pr->mask && !strides_ok(B, T, 1, pr->mask_stride_b, pr->mask_stride_t)))
-        return invalid("strides out of range");
-    if (((reinterpret_cast<uintptr_t>(pr->weight) | reinterpret_cast<uintptr_t>(pr->token_loss) |
-          reinterpret_cast<uintptr_t>(pr->metrics)) & 3u) != 0)
-        return invalid("weight / token_loss / metrics not 4-byte aligned");
-
-    FdlParams p{};
-    p.B = B; p.T = T; p.V = V;
-    p.s = pr->student; p.s_sb = pr->student_stride_b; p.s_st = pr->student_stride_t; p.s_dt = static_cast<int>(pr->student_dtype);
-    p.d = pr->dpo; p.d_sb = pr->dpo_stride_b; p.d_st = pr->dpo_stride_t; p.d_dt = static_cast<int>(pr->dpo_dtype);
-    p.has_second = gkd ? 0 : 1;
-    p.r = gkd ? nullptr : pr->second;
-    p.r_sb = pr->second_stride_b; p.r_st = pr->second_stride_t;
-    p.r_dt = gkd ? p.d_dt : static_cast<int>(pr->second_dtype);
-    p.mask = pr->mask; p.m_sb = pr->mask_stride_b; p.m_st = pr->mask_stride_t;
-    p.g = pr->grad; p.g_sb = pr->grad_stride_b; p.g_st = pr->grad_stride_t; p.g_dt = static_cast<int>(pr->grad_dtype);
-    p.weight = pr->weight; p.token_loss = pr->token_loss; p.metrics = pr->metrics;
-    p.variant = static_cast<int>(pr->variant);
-    p.length_norm = static_cast<int>(pr->length_norm);
-    p.in_place = in_place ? 1 : 0;
-    p.beta = pr->beta; p.beta2 = pr->beta2; p.epsilon = pr->epsilon;
-    p.temperature = pr->temperature; p.student_temperature = pr->student_temperature;
-    p.seq_divisor = pr->seq_divisor;
     p.header = static_cast<int64_t*>(workspace);
     p.nb = p.header + kHeaderWords;
     p.contrib = reinterpret_cast<double*>(p.nb + B);
@@ -759,9 +595,13 @@ AD_EXPORT int32_t ad_fdl_cuda(const ad_fdl_problem* pr, void* workspace, int64_t
     int dev = 0, sms = 0;
     AD_CALL(cudaGetDevice(&dev));
     AD_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    FdlClusterPlan plan;
+    int kernel = AD_CUDA_KERNEL_MULTIPASS;
+    const int crc = choose_kernel(p, dev, &plan, &kernel);
+    if (crc != AD_OK) return crc;
     const RowKernelChoice rk = choose_row_kernel(p);
     int per_sm = (dev >= 0 && dev < kMaxDevices) ? g_row_blocks_per_sm[dev][rk.index].load(std::memory_order_relaxed) : 0;
-    if (per_sm <= 0) {
+    if (per_sm <= 0 && kernel == AD_CUDA_KERNEL_MULTIPASS) {
         AD_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rk.fn, kRowThreads, 0));
         if (per_sm < 1) per_sm = 1;
         if (dev >= 0 && dev < kMaxDevices) g_row_blocks_per_sm[dev][rk.index].store(per_sm, std::memory_order_relaxed);
@@ -775,12 +615,50 @@ AD_EXPORT int32_t ad_fdl_cuda(const ad_fdl_problem* pr, void* workspace, int64_t
 
     aligndistil_fdl_mask_count_kernel<<<1, kSmallThreads, 0, s>>>(p);
     AD_LAUNCH_CHECK("aligndistil_fdl_mask_count_kernel launch");
-    rk.fn<<<row_grid, kRowThreads, 0, s>>>(p);
-    AD_LAUNCH_CHECK("aligndistil_fdl_row_kernel launch");
+    if (kernel == AD_CUDA_KERNEL_CLUSTER) {
+        const int lrc = ad_fdl_cluster_launch(p, plan, s);
+        if (lrc != AD_OK) return lrc;
+    } else {
+        rk.fn<<<row_grid, kRowThreads, 0, s>>>(p);
+        AD_LAUNCH_CHECK("aligndistil_fdl_row_kernel launch");
+    }
     aligndistil_fdl_finalize_kernel<<<1, kSmallThreads, 0, s>>>(p);
     AD_LAUNCH_CHECK("aligndistil_fdl_finalize_kernel launch");
     aligndistil_fdl_error_zero_kernel<<<zero_grid, kZeroThreads, 0, s>>>(p);
     AD_LAUNCH_CHECK("aligndistil_fdl_error_zero_kernel launch");
+    return AD_OK;
+}
+
+AD_EXPORT int32_t ad_cuda_set_kernel(int32_t kernel) {
+    if (kernel != AD_CUDA_KERNEL_AUTO && kernel != AD_CUDA_KERNEL_MULTIPASS && kernel != AD_CUDA_KERNEL_CLUSTER)
+        return ad_cuda_record_message(AD_ERR_INVALID_ARGUMENT, "ad_cuda_set_kernel: kernel must be 0 (auto), 1 (multipass) or 2 (cluster)");
+    g_kernel_mode.store(kernel, std::memory_order_relaxed);
+    return AD_OK;
+}
+
+AD_EXPORT int32_t ad_cuda_get_kernel(int32_t* kernel) {
+    if (kernel == nullptr) return ad_cuda_record_message(AD_ERR_INVALID_ARGUMENT, "ad_cuda_get_kernel: kernel is NULL");
+    *kernel = kernel_mode();
+    return AD_OK;
+}
+
+AD_EXPORT int32_t ad_cuda_kernel_for(const ad_fdl_problem* problem, int32_t device, int32_t* kernel) {
+    if (kernel == nullptr) return invalid("kernel is NULL");
+    *kernel = AD_CUDA_KERNEL_MULTIPASS;
+    FdlParams p;
+    const int vrc = validate_problem(problem, &p);
+    if (vrc != AD_OK) return vrc;
+    (void)cudaGetLastError();
+    int cur = 0;
+    AD_CALL(cudaGetDevice(&cur));
+    const int dev = device < 0 ? cur : device;
+    if (dev != cur) AD_CALL(cudaSetDevice(dev));
+    FdlClusterPlan plan;
+    int k = AD_CUDA_KERNEL_MULTIPASS;
+    const int rc = choose_kernel(p, dev, &plan, &k);
+    if (dev != cur) AD_CALL(cudaSetDevice(cur));
+    if (rc != AD_OK) return rc;
+    *kernel = k;
     return AD_OK;
 }
 

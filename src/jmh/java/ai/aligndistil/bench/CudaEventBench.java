@@ -124,6 +124,10 @@ public class CudaEventBench {
         public int tokens;
         @Param({"bf16", "f32"})
         public String dtype;
+        /** The CUDA row kernel setting (NativeCuda.setKernel): auto | multipass | cluster. Default auto (= the library's
+         *  choice, multipass unless built with AD_CUDA_CLUSTER_AUTO); compare both with -p rowKernel=multipass,cluster. */
+        @Param({"auto"})
+        public String rowKernel;
 
         BenchData data;
         int sets, next;
@@ -152,6 +156,7 @@ public class CudaEventBench {
             batches = new FusedDistillLoss.Batch[sets];
             dM = Gpu.upload(data.mask);
             events();
+            NativeCuda.setKernel(rowKernel);
             FusedDistillLoss op = FusedDistillLoss.create(cfg, Backend.CUDA);
             for (int i = 0; i < sets; i++) {
                 dS[i] = Gpu.upload(data.student);
@@ -176,6 +181,7 @@ public class CudaEventBench {
             row.put("vocab", (long) vocab);
             row.put("tokens", (long) tokens);
             row.put("dtype", dtype);
+            row.put("rowKernel", rowKernel);
             row.put("sets", (long) sets);
             row.put("trafficBytes", setBytes);
             writeSummary(row);

@@ -44,6 +44,7 @@ final class CudaBatch implements AutoCloseable {
             workspace = NativeCuda.malloc(Math.max(need, 256));
             workspaceBytes = Math.max(need, 256);
         }
+        NativeCuda.logKernelOnce(p);
         int rc;
         try (Nvtx.Range _ = LAUNCH_RANGE.open()) {
             rc = NativeCuda.fdl(p, workspace.address(), workspaceBytes, dLoss.address(), dStatus.address(), stream);

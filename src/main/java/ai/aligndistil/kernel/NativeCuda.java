@@ -14,6 +14,13 @@ import java.lang.invoke.MethodHandle;
  * returns normally or throws {@link CudaException} with the runtime's own message; nothing here exits.
  *
  * <p>{@link #available()} is true only when the library loaded and at least one GPU answers.
+ *
+ * <p>Row kernel (system property {@code aligndistil.cuda.kernel} = auto | multipass | cluster, default: not set,
+ * which leaves the library's own setting: the environment variable {@code AD_CUDA_KERNEL}, else auto). "cluster"
+ * runs the Hopper thread-block-cluster kernel wherever it applies (compute capability 9.0+, one input dtype,
+ * 16-byte aligned rows, V within 16 CTAs' shared memory) and the portable multi-pass kernel elsewhere; "auto"
+ * means multipass unless the library was built with {@code -DAD_CUDA_CLUSTER_AUTO=ON}. The cluster kernel is
+ * compile-checked only (never run on a GPU yet). The first launch logs which kernel ran.
  */
 public final class NativeCuda {
     private NativeCuda() {}
@@ -32,12 +39,12 @@ public final class NativeCuda {
         static final NativeLibraries.Loaded LIB = NativeLibraries.load("aligndistil_cuda");
         static final MethodHandle FDL, WS, COUNT, NAME, INFO, SET_DEVICE, MALLOC, FREE, HTOD, DTOH, DTOD, MEMSET,
                 STREAM_CREATE, STREAM_DESTROY, STREAM_SYNC, EVENT_CREATE, EVENT_DESTROY, EVENT_RECORD, EVENT_ELAPSED,
-                LAST_ERROR, NVTX_PUSH, NVTX_POP, PROF_START, PROF_STOP;
+                LAST_ERROR, NVTX_PUSH, NVTX_POP, PROF_START, PROF_STOP, SET_KERNEL, GET_KERNEL, KERNEL_FOR;
         static final String PROBLEM;
         static final int DEVICES;
 
         static {
-            MethodHandle[] h = new MethodHandle[24];
+            MethodHandle[] h = new MethodHandle[27];
             String problem = LIB.problem();
             int devices = 0;
             if (LIB.ok()) {
@@ -70,6 +77,9 @@ public final class NativeCuda {
                     h[21] = bind(l, s, "ad_nvtx_pop", FunctionDescriptor.of(I));
                     h[22] = bind(l, s, "ad_cuda_profiler_start", FunctionDescriptor.of(I));
                     h[23] = bind(l, s, "ad_cuda_profiler_stop", FunctionDescriptor.of(I));
+                    h[24] = bind(l, s, "ad_cuda_set_kernel", FunctionDescriptor.of(I, I));
+                    h[25] = bind(l, s, "ad_cuda_get_kernel", FunctionDescriptor.of(I, P));
+                    h[26] = bind(l, s, "ad_cuda_kernel_for", FunctionDescriptor.of(I, P, I, P));
                     try (Arena a = Arena.ofConfined()) {
                         MemorySegment c = a.allocate(ValueLayout.JAVA_INT);
                         int rc = (int) h[2].invokeExact(c);
@@ -85,13 +95,105 @@ public final class NativeCuda {
             HTOD = h[8]; DTOH = h[9]; DTOD = h[10]; MEMSET = h[11]; STREAM_CREATE = h[12]; STREAM_DESTROY = h[13];
             STREAM_SYNC = h[14]; EVENT_CREATE = h[15]; EVENT_DESTROY = h[16]; EVENT_RECORD = h[17]; EVENT_ELAPSED = h[18];
             LAST_ERROR = h[19]; NVTX_PUSH = h[20]; NVTX_POP = h[21]; PROF_START = h[22]; PROF_STOP = h[23];
+            SET_KERNEL = h[24]; GET_KERNEL = h[25]; KERNEL_FOR = h[26];
+            // -Daligndistil.cuda.kernel, when given, overrides the library's setting (AD_CUDA_KERNEL or auto); a bad
+            // value makes the backend unavailable with a message saying why, rather than silently running another kernel.
+            String kernelProblem = null;
+            String prop = System.getProperty(KERNEL_PROPERTY);
+            if (FDL != null && prop != null && !prop.isBlank()) {
+                try {
+                    int k = parseKernel(prop);
+                    if ((int) SET_KERNEL.invokeExact(k) != 0) kernelProblem = "ad_cuda_set_kernel(" + k + ") failed";
+                } catch (IllegalArgumentException e) {
+                    kernelProblem = e.getMessage();
+                } catch (Throwable t) {
+                    kernelProblem = "ad_cuda_set_kernel failed: " + t;
+                }
+            }
             DEVICES = devices;
-            PROBLEM = (FDL != null && devices > 0) ? null : problem;
+            PROBLEM = kernelProblem != null ? kernelProblem : (FDL != null && devices > 0) ? null : problem;
         }
 
         private static MethodHandle bind(Linker l, SymbolLookup s, String name, FunctionDescriptor d) {
             return l.downcallHandle(s.find(name).orElseThrow(() -> new IllegalStateException("missing symbol " + name)), d);
         }
+    }
+
+    /** System property choosing the row kernel: auto | multipass | cluster (see the class comment). */
+    public static final String KERNEL_PROPERTY = "aligndistil.cuda.kernel";
+    /** The C ABI's AD_CUDA_KERNEL_* values. */
+    public static final int KERNEL_AUTO = 0, KERNEL_MULTIPASS = 1, KERNEL_CLUSTER = 2;
+    private static final String[] KERNEL_NAMES = {"auto", "multipass", "cluster"};
+    private static volatile boolean kernelLogged;
+
+    /** "auto" | "multipass" | "cluster" (any case, surrounding blanks ignored) to its AD_CUDA_KERNEL_* value. */
+    public static int parseKernel(String name) {
+        String n = name.trim().toLowerCase(java.util.Locale.ROOT);
+        for (int i = 0; i < KERNEL_NAMES.length; i++) if (KERNEL_NAMES[i].equals(n)) return i;
+        throw new IllegalArgumentException("-D" + KERNEL_PROPERTY + "=" + name + ": expected auto, multipass or cluster");
+    }
+
+    /** The name of an AD_CUDA_KERNEL_* value. */
+    public static String kernelName(int kernel) {
+        if (kernel < 0 || kernel >= KERNEL_NAMES.length) throw new IllegalArgumentException("kernel " + kernel);
+        return KERNEL_NAMES[kernel];
+    }
+
+    /** Sets the process-wide row kernel (auto | multipass | cluster); affects launches made after it returns. */
+    public static void setKernel(String name) {
+        int k = parseKernel(name);
+        try {
+            check((int) Holder.SET_KERNEL.invokeExact(k), "ad_cuda_set_kernel");
+        } catch (CudaException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw wrap(t);
+        }
+    }
+
+    /** The current row kernel setting: auto, multipass or cluster. */
+    public static String kernel() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment out = a.allocate(ValueLayout.JAVA_INT);
+            check((int) Holder.GET_KERNEL.invokeExact(out), "ad_cuda_get_kernel");
+            return kernelName(out.get(ValueLayout.JAVA_INT, 0));
+        } catch (CudaException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw wrap(t);
+        }
+    }
+
+    /** Which kernel ad_fdl_cuda would run for this problem struct on {@code device} (-1: current): multipass or cluster. */
+    static String kernelFor(MemorySegment problem, int device) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment out = a.allocate(ValueLayout.JAVA_INT);
+            check((int) Holder.KERNEL_FOR.invokeExact(problem, device, out), "ad_cuda_kernel_for");
+            return kernelName(out.get(ValueLayout.JAVA_INT, 0));
+        } catch (CudaException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw wrap(t);
+        }
+    }
+
+    /** Logs, once per process, which row kernel the first launch uses. */
+    static void logKernelOnce(MemorySegment problem) {
+        if (kernelLogged) return;
+        synchronized (NativeCuda.class) {
+            if (kernelLogged) return;
+            kernelLogged = true;
+        }
+        String used;
+        try {
+            used = kernelFor(problem, -1);
+        } catch (RuntimeException e) {
+            kernelLogged = false; // an invalid problem: ad_fdl_cuda reports it; log with the next valid one
+            return;
+        }
+        Backends.LOG.log(System.Logger.Level.INFO, "aligndistil: CUDA row kernel " + used
+                + (used.equals("cluster") ? " (Hopper thread-block cluster; compile-checked only until verified on a GPU)" : " (portable multi-pass)")
+                + " [setting " + kernel() + ", -D" + KERNEL_PROPERTY + " / AD_CUDA_KERNEL]");
     }
 
     /** The library loaded and the driver reports at least one GPU. */
