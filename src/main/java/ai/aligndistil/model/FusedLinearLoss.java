@@ -79,11 +79,21 @@ public final class FusedLinearLoss implements AutoCloseable {
      */
     public record Result(double loss, Tensor dHidden, Tensor dHead, long selectedRows, long sequences) {}
 
+    /**
+     * Sees each chunk's teacher logits [rows, V] (contiguous, on the tensors' device) before the row kernel
+     * runs, for metrics that need them; chunks without a selected row are skipped. {@code second} is null
+     * for gkd. The tensors are workspace: read them, never keep them.
+     */
+    public interface ChunkListener {
+        void teacherChunk(long firstRow, long rows, Tensor dpo, Tensor second);
+    }
+
     private final LossConfig config;
     private final FusedDistillLoss rowLoss;
     private final int chunkOption;
     private double seqDivisor;
     private MemorySegment weightsOut, metricsOut;
+    private ChunkListener listener;
 
     // Workspace cached across calls (retained references; released by close()).
     private Tensor wsStudent, wsDpo, wsSecond;
@@ -139,6 +149,9 @@ public final class FusedLinearLoss implements AutoCloseable {
 
     /** Optional host f32 [B*T*3] output: the kernel's three metrics per row; null to skip. */
     public FusedLinearLoss metrics(MemorySegment seg) { metricsOut = seg; return this; }
+
+    /** Optional per-chunk view of the teacher logits; null for none. */
+    public FusedLinearLoss listener(ChunkListener l) { listener = l; return this; }
 
     /**
      * Loss, dX and dW for one batch.
@@ -226,6 +239,7 @@ public final class FusedLinearLoss implements AutoCloseable {
                     torch.mm_out(zs, xc, w.t());
                     Tensor zd = teacherChunk(teachers[0], wsDpo, r0, c);
                     Tensor z2 = needSecond ? teacherChunk(teachers[1], wsSecond, r0, c) : null;
+                    if (listener != null) listener.teacherChunk(r0, c, zd, z2);
                     rowKernel(cuda, stream, r0, c, T, V, dt, zs, zd, z2, maskDev, tokenLoss, weights, metrics);
                     // zs now holds G (coef only). dX rows = s * (G W); dW += G^T (s X).
                     Tensor sc = scales.narrow(0, r0, c);
