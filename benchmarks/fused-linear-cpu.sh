@@ -35,7 +35,7 @@ samples="$run/samples.jsonl"
 one() { # threads variant chunk
   echo "bench: fused-linear $2 C=$3 threads=$1 N=$TOKENS" >&2
   OMP_NUM_THREADS="$1" OPENBLAS_NUM_THREADS="$1" GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576 \
-    "$JAVA" --enable-native-access=ALL-UNNAMED -Daligndistil.native.dir="$ROOT/target/native" -Daligndistil.threads="$1" \
+    "$JAVA" --enable-native-access=ALL-UNNAMED -Daligndistil.native.dir="$ROOT/target/native" -Daligndistil.threads="$1" -Daligndistil.cpu.threads="$1" \
       -Dorg.bytedeco.javacpp.maxPhysicalBytes=0 -cp "$CP" ai.aligndistil.bench.FusedLinearLossBench run \
       --variant "$2" --chunk "$3" --tokens "$TOKENS" --reps "$REPS" --warmup 1 2>>"$run/stderr.log" | tee -a "$samples" >&2
 }

@@ -197,16 +197,21 @@ public final class FusedLinearLossBench {
         md.append("Time: median of every timed call over all forks (warm-up calls excluded). Peak extra memory: VmHWM minus VmRSS after resetting the ");
         md.append("high-water mark (`/proc/self/clear_refs`) just before the first call, median over forks; one fresh JVM per fork.\n\n");
         if (o.containsKey("meta")) md.append("Run: ").append(o.get("meta").replace(",", ", ")).append("\n\n");
-        md.append("| variant | C | threads | N | H | V | calls | median ms | min ms | max ms | peak extra MiB | time / unfused | memory / unfused |\n");
-        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.append("Both paths must hold the f32 head gradient dW [V, H] (V H 4 bytes; 519 MiB at V = 151936, H = 896), so the table also ");
+        md.append("gives the peak minus that output: what each path needs on top of its result.\n\n");
+        md.append("| variant | C | threads | N | H | V | calls | median ms | min ms | max ms | peak extra MiB | minus dW MiB | time / unfused | memory / unfused | minus-dW / unfused |\n");
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (Map<String, Object> s : summary) {
             String un = "unfused/0/" + s.get("threads") + "/" + s.get("tokens") + "/" + s.get("hidden") + "/" + s.get("vocab");
             Double ut = timeOf.get(un), um = memOf.get(un);
             double t = ((Number) s.get("median_ms")).doubleValue(), m = ((Number) s.get("peak_extra_mib_median")).doubleValue();
-            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %.0f | %.0f | %s | %s |%n", s.get("variant"), s.get("chunk"),
+            double dw = ((Number) s.get("vocab")).doubleValue() * ((Number) s.get("hidden")).doubleValue() * 4 / (1 << 20);
+            s.put("dW_mib", dw);
+            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %s | %s |%n", s.get("variant"), s.get("chunk"),
                     s.get("threads"), s.get("tokens"), s.get("hidden"), s.get("vocab"), s.get("calls"), t, ((Number) s.get("min_ms")).doubleValue(),
-                    ((Number) s.get("max_ms")).doubleValue(), m, ut == null ? "n/a" : String.format(Locale.ROOT, "%.2fx", t / ut),
-                    um == null ? "n/a" : String.format(Locale.ROOT, "%.2f", m / um)));
+                    ((Number) s.get("max_ms")).doubleValue(), m, m - dw, ut == null ? "n/a" : String.format(Locale.ROOT, "%.2fx", t / ut),
+                    um == null ? "n/a" : String.format(Locale.ROOT, "%.2f", m / um),
+                    um == null ? "n/a" : String.format(Locale.ROOT, "%.2f", (m - dw) / (um - dw))));
         }
         md.append("\nGoal (issue 6): fused-linear within 1.2x of the unfused time at a small fraction of its memory.\n");
         String prefix = o.get("out");
