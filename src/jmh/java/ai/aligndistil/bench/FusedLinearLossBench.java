@@ -41,7 +41,7 @@ import ai.aligndistil.model.TorchRuntime;
  * </pre>
  * The operation in both variants: the student head logits {@code Xs Ws^T} with gradients for Xs and Ws, the
  * two teachers from hidden states and heads, the aligndistil loss (f32, every row selected). Unfused = what
- * {@code DistillStage.microStep} does with the head: three full [N, V] logits, an [N, V] gradient from
+ * {@code DistillStage.microStep} does with the head ({@code torch.linear}, as {@code CausalLM.forward}): three full [N, V] logits, an [N, V] gradient from
  * FusedDistillLoss, {@code logits.backward(grad)} (autograd computes dXs, dWs). Fused = {@code FusedLinearLoss.run}
  * (dX, dW f32). Peak extra memory: before the first call the process resets its resident-set high-water mark
  * ({@code 5 > /proc/self/clear_refs}) and reads VmRSS; after the last call it reads VmHWM; the difference is the
@@ -133,11 +133,11 @@ public final class FusedLinearLossBench {
 
     private static double unfused(FusedDistillLoss rowLoss, Tensor xs, Tensor ws, Tensor xd, Tensor wd, Tensor x2, Tensor w2) {
         long n = xs.size(1), v = ws.size(0);
-        Tensor zs = torch.matmul(xs, ws.t()).contiguous();
+        Tensor zs = torch.linear(xs, ws); // as CausalLM.forward: its backward writes dW [V, H] directly (no transposed copy)
         Tensor zd, z2;
         try (NoGradGuard g = new NoGradGuard()) {
-            zd = torch.matmul(xd, wd.t()).contiguous();
-            z2 = torch.matmul(x2, w2.t()).contiguous();
+            zd = torch.linear(xd, wd);
+            z2 = torch.linear(x2, w2);
         }
         Tensor grad = Tensors.zeros(ScalarType.Float, 1, n, v);
         double loss;

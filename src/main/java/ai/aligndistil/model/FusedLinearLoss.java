@@ -41,7 +41,8 @@ import ai.aligndistil.kernel.NonFiniteLogitsException;
  *
  * <p><b>Never materialises</b> any [N, V] tensor: peak extra memory is three [C, V] tensors in the logits
  * dtypes (two when the teachers come as logits, which the caller already holds), an O(N) row buffer, the
- * [V, H] float32 dW and, for bfloat16, one [C, H] scaled copy. <b>Overwrites</b> only its own workspace
+ * [V, H] float32 dW and, for bfloat16, one [C, H] scaled copy (plus a [V, H] 16-bit partial product per chunk
+ * where libtorch has no {@code addmm} with a float32 {@code out_dtype}, as on CPU). <b>Overwrites</b> only its own workspace
  * (the student chunk becomes G) and the returned tensors; the inputs are read only.
  * <b>Stream:</b> CPU tensors run libtorch's intra-op pool and the native CPU kernel's pool with
  * {@link TorchRuntime#threads()} threads; CUDA tensors run every matmul and the row kernel (NativeCuda on the
@@ -240,7 +241,7 @@ public final class FusedLinearLoss implements AutoCloseable {
                     Tensor zd = teacherChunk(teachers[0], wsDpo, r0, c);
                     Tensor z2 = needSecond ? teacherChunk(teachers[1], wsSecond, r0, c) : null;
                     if (listener != null) listener.teacherChunk(r0, c, zd, z2);
-                    rowKernel(cuda, stream, r0, c, T, V, dt, zs, zd, z2, maskDev, tokenLoss, weights, metrics);
+                    rowKernel(cuda, stream, r0, c, C, T, V, dt, zs, zd, z2, maskDev, tokenLoss, weights, metrics);
                     // zs now holds G (coef only). dX rows = s * (G W); dW += G^T (s X).
                     Tensor sc = scales.narrow(0, r0, c);
                     Tensor dxc = dXf.narrow(0, r0, c);
@@ -248,7 +249,7 @@ public final class FusedLinearLoss implements AutoCloseable {
                     dxc.mul_(sc);
                     Tensor xs = dt == DType.F32 ? xc.mul(sc) : xc.to(ScalarType.Float).mul(sc).to(hidden.scalar_type());
                     if (dt == DType.F32) dW.addmm_(zs.t(), xs);
-                    else dW.add_(torch.mm(zs.t(), xs)); // partial rounded to bf16 once (as the unfused product), summed in f32
+                    else accumulateHalf(dW, zs, xs);
                 }
             }
             if (cuda) CudaStreams.synchronize(stream);
@@ -261,9 +262,35 @@ public final class FusedLinearLoss implements AutoCloseable {
         }
     }
 
-    private void rowKernel(boolean cuda, long stream, long r0, long c, long T, long V, DType dt, Tensor zs, Tensor zd, Tensor z2,
+    /**
+     * Whether libtorch's {@code addmm} with a float32 {@code out_dtype} accepts 16-bit inputs, per device kind
+     * ([0] CPU, [1] CUDA; null = not tried). The CPU build of libtorch 2.10 has no such kernel.
+     */
+    private static final Boolean[] MIXED_ADDMM = new Boolean[2];
+
+    /**
+     * dW (f32) += G^T xs for 16-bit G and xs: through {@code addmm(out_dtype = float32)} (f32 accumulation, no
+     * [V, H] temporary) where libtorch supports it, else one 16-bit product per chunk (rounded once, as the
+     * unfused path's single product is) added into the f32 accumulator.
+     */
+    private static void accumulateHalf(Tensor dW, Tensor g, Tensor xs) {
+        int k = g.is_cuda() ? 1 : 0;
+        if (!Boolean.FALSE.equals(MIXED_ADDMM[k])) {
+            try {
+                torch.addmm_out(dW, dW, g.t(), xs, ScalarType.Float);
+                MIXED_ADDMM[k] = Boolean.TRUE;
+                return;
+            } catch (RuntimeException e) {
+                if (Boolean.TRUE.equals(MIXED_ADDMM[k])) throw e;
+                MIXED_ADDMM[k] = Boolean.FALSE; // no such kernel here: fall back from now on
+            }
+        }
+        dW.add_(torch.mm(g.t(), xs));
+    }
+
+    private void rowKernel(boolean cuda, long stream, long r0, long c, long C, long T, long V, DType dt, Tensor zs, Tensor zd, Tensor z2,
                            Tensor mask, Tensor tokenLoss, Tensor weights, Tensor metrics) {
-        FusedDistillLoss.Batch batch = batchFor(cuda, c, V);
+        FusedDistillLoss.Batch batch = batchFor(cuda, c, C, V);
         try {
             batch.student(seg(zs), dt, c * V, V).dpo(seg(zd), dtypeOf("dpo", zd), c * zd.stride(0), zd.stride(0));
             if (z2 != null) batch.second(seg(z2), dtypeOf("second", z2), c * z2.stride(0), z2.stride(0));
@@ -288,16 +315,16 @@ public final class FusedLinearLoss implements AutoCloseable {
         }
     }
 
-    /** The cached batch for full chunks on the host; a fresh one otherwise (tails, CUDA). */
-    private FusedDistillLoss.Batch batchFor(boolean cuda, long c, long V) {
+    /** The cached batch for full chunks of C rows on the host; a fresh one otherwise (the tail, CUDA). */
+    private FusedDistillLoss.Batch batchFor(boolean cuda, long c, long C, long V) {
         if (cuda) {
             if (cudaRowLoss == null) cudaRowLoss = FusedDistillLoss.create(config.withLengthNorm(false), Backend.CUDA);
             return cudaRowLoss.newBatch(1, c, V);
         }
-        if (fullBatch == null || fullBatchVocab != V || fullBatchRows != wsRows) {
+        if (fullBatch == null || fullBatchVocab != V || fullBatchRows != C) {
             if (fullBatch != null) fullBatch.close();
-            fullBatch = rowLoss.newBatch(1, wsRows, V);
-            fullBatchRows = wsRows;
+            fullBatch = rowLoss.newBatch(1, C, V);
+            fullBatchRows = C;
             fullBatchVocab = V;
         }
         return c == fullBatchRows ? fullBatch : rowLoss.newBatch(1, c, V);
@@ -320,7 +347,7 @@ public final class FusedLinearLoss implements AutoCloseable {
         String key = hidden.scalar_type().value + "/" + (teachers[0].head() == null ? -1 : teachers[0].head().scalar_type().value) + "/"
                 + (teachers[1] == null || teachers[1].head() == null ? -1 : teachers[1].head().scalar_type().value) + "/"
                 + hidden.device().type().value + ":" + hidden.device().index();
-        if (C == wsRows && V == wsVocab && key.equals(wsKey)) return;
+        if (C <= wsRows && V == wsVocab && key.equals(wsKey)) return; // a larger workspace serves smaller chunks
         releaseWorkspace();
         try (PointerScope scope = new PointerScope()) {
             wsStudent = retained(torch.empty(new long[] {C, V}, like(hidden, hidden.scalar_type()), new MemoryFormatOptional()));
