@@ -200,6 +200,34 @@ public final class CausalLM extends Module {
      * {@code attentionMask} (all ones when null) so position ids and padding carry over across calls.
      */
     public Tensor forward(Tensor ids, Tensor attentionMask, KvCache cache) {
+        Tensor logits = torch.linear(forwardHidden(ids, attentionMask, cache), lmHead);
+        return logits;
+    }
+
+    /**
+     * The final hidden states [B, T, H] (after the final RMSNorm, before the LM head) of a batch without a
+     * cache: {@code forward(ids, mask)} is {@code linear(forwardHidden(ids, mask), headWeight())}. Used by the
+     * fused-linear loss ({@link FusedLinearLoss}), which applies the head chunk by chunk.
+     */
+    public Tensor forwardHidden(Tensor ids, Tensor attentionMask) { return forwardHidden(ids, attentionMask, null); }
+
+    /** {@link #forwardHidden(Tensor, Tensor)} under {@code InferenceMode} (frozen teachers). */
+    public Tensor forwardHiddenInference(Tensor ids, Tensor attentionMask) {
+        try (InferenceMode im = new InferenceMode()) {
+            return forwardHidden(ids, attentionMask, null);
+        }
+    }
+
+    /**
+     * The LM head weight [V, H]: {@code lm_head.weight}, or {@code model.embed_tokens.weight} itself when the
+     * embeddings are tied (the same tensor, so a gradient added to its {@code grad()} lands in the embedding).
+     */
+    public Tensor headWeight() { return lmHead; }
+
+    /** The Hugging Face name of the parameter {@link #headWeight()} is. */
+    public String headParameterName() { return config.tieWordEmbeddings() ? "model.embed_tokens.weight" : "lm_head.weight"; }
+
+    private Tensor forwardHidden(Tensor ids, Tensor attentionMask, KvCache cache) {
         if (ids.dim() != 2) throw new IllegalArgumentException("ids must be [B, T], got " + ids.dim() + " dims");
         long b = ids.size(0), t = ids.size(1);
         long past = cache == null ? 0 : cache.length();
@@ -239,9 +267,8 @@ public final class CausalLM extends Module {
         Tensor x = torch.embedding(embed, ids);
         for (int l = 0; l < layers.length; l++) x = layerInOwnScope(l, x, cos, sin, attnMask, cache, past);
         x = rmsNorm(x, finalNorm);
-        Tensor logits = torch.linear(x, lmHead);
         if (cache != null) cache.advance(t);
-        return logits;
+        return x;
     }
 
     /**

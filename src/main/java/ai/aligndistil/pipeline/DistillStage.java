@@ -12,6 +12,7 @@ import java.util.List;
 import java.util.Map;
 
 import org.bytedeco.pytorch.BoolOptional;
+import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorArrayRefOptional;
 import org.bytedeco.pytorch.global.torch.ScalarType;
@@ -23,6 +24,7 @@ import ai.aligndistil.kernel.Nvtx;
 import ai.aligndistil.kernel.Variant;
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.ChatTemplate;
+import ai.aligndistil.model.FusedLinearLoss;
 import ai.aligndistil.model.Tensors;
 import ai.aligndistil.pipeline.task.BuiltinTask;
 
@@ -53,7 +55,8 @@ public final class DistillStage {
                 .value("dpo", null).value("reverse-dpo", null).value("ref", null)
                 .value("beta", 0.1).value("beta2", null).value("epsilon", 1e-3)
                 .value("temperature", 1.0).value("student-temperature", 1.0).flag("length-norm", true)
-                .value("positions", "paper").value("gen-batch", 64);
+                .value("positions", "paper").value("gen-batch", 64)
+                .flag("fused-linear", false).value("fused-linear-chunk", 0);
     }
 
     /** Per-micro-batch sums the step reports as metrics (spec 5). */
@@ -104,25 +107,7 @@ public final class DistillStage {
             Nvtx.pop();
             if (sums != null) {
                 sums.loss += loss;
-                for (int i = 0; i < b; i++) {
-                    if (n[i] == 0) continue;
-                    double ws = 0, r = 0, kt = 0, ks = 0;
-                    for (long row = i * t; row < (i + 1) * t; row++) {
-                        if (mask.get(ValueLayout.JAVA_BYTE, row) == 0) continue;
-                        ws += w.getAtIndex(ValueLayout.JAVA_FLOAT, row);
-                        r += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3);
-                        kt += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3 + 1);
-                        ks += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3 + 2);
-                    }
-                    sums.weight += ws / n[i];
-                    sums.reward += r;
-                    sums.klTea += kt;
-                    sums.klSecond += ks;
-                    sums.tokenKlTea += kt / n[i];
-                    sums.tokenKlSecond += ks / n[i];
-                    sums.sequences++;
-                    sums.rows += n[i];
-                }
+                addRowSums(sums, b, t, n, mask, w, met);
                 NV.metrics.push();
                 if (sums.teacherMetrics && sLogits != null) teacherMetrics(fused.config().beta(), p, mask, Tensors.segment(dLogits), dtype(dLogits),
                         Tensors.segment(sLogits), dtype(sLogits), v, n, sums);
@@ -133,22 +118,118 @@ public final class DistillStage {
     }
 
     /**
+     * {@link #microStep} through the fused-linear loss ({@code --fused-linear}): the student's forward stops at
+     * the final hidden states, {@link FusedLinearLoss} applies the three LM heads chunk by chunk (never a
+     * [tokens x V] tensor), {@code hidden.backward(dX)} carries the gradient into the body, and dW is added into
+     * the head's gradient (the embedding's when the head is tied). Same loss, gradients and metrics.
+     */
+    public static double microStepFusedLinear(FusedLinearLoss fl, CausalLM student, CausalLM dpo, CausalLM second, Seqs.Packed p,
+                                              Seqs.Positions pos, double divisor, Sums sums) {
+        long b = p.rows(), t = p.width();
+        try (Arena arena = Arena.ofConfined()) {
+            NV.forwardStudent.push();
+            Tensor hidden = student.forwardHidden(p.ids(), null);
+            Nvtx.pop();
+            NV.forwardTeachers.push();
+            FusedLinearLoss.Teacher d = FusedLinearLoss.Teacher.hidden(dpo.forwardHiddenInference(p.ids(), null), dpo.headWeight());
+            FusedLinearLoss.Teacher s2 = second == null ? null
+                    : FusedLinearLoss.Teacher.hidden(second.forwardHiddenInference(p.ids(), null), second.headWeight());
+            Nvtx.pop();
+            MemorySegment mask = arena.allocate(b * t);
+            int[] n = Seqs.distillMask(p, pos, mask);
+            MemorySegment w = arena.allocate(ValueLayout.JAVA_FLOAT, b * t);
+            MemorySegment met = arena.allocate(ValueLayout.JAVA_FLOAT, b * t * 3);
+            boolean teacherMetrics = sums != null && sums.teacherMetrics && second != null;
+            double[] seqTea = new double[(int) b], seqTok = new double[(int) b];
+            int[] tokRows = new int[(int) b];
+            long[] ids = teacherMetrics ? Tensors.toLongs(p.ids()) : null;
+            double beta = fl.config().beta();
+            fl.sequenceDivisor(divisor).weights(w).metrics(met).listener(!teacherMetrics ? null : (r0, rows, zd, zr) ->
+                    teacherRowMetrics(beta, p, ids, mask, Tensors.segment(zd), dtype(zd), Tensors.segment(zr), dtype(zr), zd.size(1), r0, rows,
+                            seqTea, seqTok, tokRows));
+            NV.loss.push();
+            FusedLinearLoss.Result r = fl.run(hidden, student.headWeight(), d, s2, mask);
+            Nvtx.pop();
+            NV.backward.push();
+            hidden.backward(r.dHidden(), new BoolOptional(), false, new TensorArrayRefOptional());
+            try (NoGradGuard g = new NoGradGuard()) {
+                Tensor head = student.headWeight();
+                Tensor dW = r.dHead().to(head.scalar_type());
+                Tensor grad = head.grad();
+                if (grad.defined()) grad.add_(dW);
+                else head.mutable_grad().put(dW);
+            }
+            Nvtx.pop();
+            if (sums != null) {
+                sums.loss += r.loss();
+                addRowSums(sums, b, t, n, mask, w, met);
+                if (teacherMetrics) addTeacherSums(n, seqTea, seqTok, tokRows, sums);
+            }
+            return r.loss();
+        }
+    }
+
+    /** Adds one micro-batch's per-row weights and metrics (f32 [B*T], [B*T*3]) to the step's per-sequence sums. */
+    static void addRowSums(Sums sums, long b, long t, int[] n, MemorySegment mask, MemorySegment w, MemorySegment met) {
+        for (int i = 0; i < b; i++) {
+            if (n[i] == 0) continue;
+            double ws = 0, r = 0, kt = 0, ks = 0;
+            for (long row = i * t; row < (i + 1) * t; row++) {
+                if (mask.get(ValueLayout.JAVA_BYTE, row) == 0) continue;
+                ws += w.getAtIndex(ValueLayout.JAVA_FLOAT, row);
+                r += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3);
+                kt += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3 + 1);
+                ks += met.getAtIndex(ValueLayout.JAVA_FLOAT, row * 3 + 2);
+            }
+            sums.weight += ws / n[i];
+            sums.reward += r;
+            sums.klTea += kt;
+            sums.klSecond += ks;
+            sums.tokenKlTea += kt / n[i];
+            sums.tokenKlSecond += ks / n[i];
+            sums.sequences++;
+            sums.rows += n[i];
+        }
+    }
+
+    /**
      * Metrics of spec section 5 that only involve the teachers: {@code dpo_model_expected_reward} (per row
      * beta * sum_v p_dpo (log p_dpo - log p_2)) and {@code seq_reward} / {@code token_reward} (the token reward
      * beta * (log p_dpo - log p_2) of the token that follows each selected row). Reads the logits in place.
      */
     static void teacherMetrics(double beta, Seqs.Packed p, MemorySegment mask, MemorySegment zd, DType dd, MemorySegment zr, DType dr,
                                long v, int[] n, Sums sums) {
-        long t = p.width();
-        long[] ids = Tensors.toLongs(p.ids());
-        for (int i = 0; i < p.rows(); i++) {
+        int b = p.rows();
+        double[] seqTea = new double[b], seqTok = new double[b];
+        int[] tokRows = new int[b];
+        teacherRowMetrics(beta, p, Tensors.toLongs(p.ids()), mask, zd, dd, zr, dr, v, 0, (long) b * p.width(), seqTea, seqTok, tokRows);
+        addTeacherSums(n, seqTea, seqTok, tokRows, sums);
+    }
+
+    /** Adds per-sequence teacher metrics (from {@link #teacherRowMetrics}) to the step's sums. */
+    static void addTeacherSums(int[] n, double[] seqTea, double[] seqTok, int[] tokRows, Sums sums) {
+        for (int i = 0; i < n.length; i++) {
             if (n[i] == 0) continue;
+            sums.teacherReward += seqTea[i];
+            sums.seqReward += seqTok[i];
+            sums.tokenReward += tokRows[i] == 0 ? 0 : seqTok[i] / tokRows[i];
+        }
+    }
+
+    /**
+     * The per-row part of {@link #teacherMetrics} for the selected rows in {@code [firstRow, firstRow + rows)}, whose
+     * logits start at {@code zd}/{@code zr} (row {@code firstRow} first), accumulated per sequence.
+     */
+    static void teacherRowMetrics(double beta, Seqs.Packed p, long[] ids, MemorySegment mask, MemorySegment zd, DType dd, MemorySegment zr,
+                                  DType dr, long v, long firstRow, long rows, double[] seqTeaOut, double[] seqTokOut, int[] tokRowsOut) {
+        long t = p.width();
+        for (int i = (int) (firstRow / t); i < p.rows() && (long) i * t < firstRow + rows; i++) {
             double seqTea = 0, seqTok = 0;
             int tokRows = 0;
-            for (long r = 0; r < t; r++) {
+            for (long r = Math.max(0, firstRow - i * t); r < t && i * t + r < firstRow + rows; r++) {
                 long row = i * t + r;
                 if (mask.get(ValueLayout.JAVA_BYTE, row) == 0) continue;
-                long off = row * v;
+                long off = (row - firstRow) * v;
                 double md = Double.NEGATIVE_INFINITY, mr = Double.NEGATIVE_INFINITY;
                 for (long c = 0; c < v; c++) {
                     md = Math.max(md, read(zd, dd, off + c));
@@ -171,9 +252,9 @@ public final class DistillStage {
                     tokRows++;
                 }
             }
-            sums.teacherReward += seqTea;
-            sums.seqReward += seqTok;
-            sums.tokenReward += tokRows == 0 ? 0 : seqTok / tokRows;
+            seqTeaOut[i] += seqTea;
+            seqTokOut[i] += seqTok;
+            tokRowsOut[i] += tokRows;
         }
     }
 
@@ -217,6 +298,7 @@ public final class DistillStage {
             case GKD -> null;
         };
         FusedDistillLoss fused = FusedDistillLoss.create(cfg);
+        FusedLinearLoss fusedLinear = o.bool("fused-linear") ? new FusedLinearLoss(cfg, o.integer("fused-linear-chunk")) : null;
         int batch = o.integer("batch"), micro = o.integer("micro-batch"), epochs = o.integer("epochs");
         long seed = o.longValue("seed");
 
@@ -272,7 +354,8 @@ public final class DistillStage {
             for (int[] mb : micros) {
                 List<ChatTemplate.Example> part = new ArrayList<>();
                 for (int i : mb) part.add(on ? rollout.get(k++) : examples.get(i));
-                microStep(fused, policy, dpo, second, Seqs.pack(part, text.pad()), pos, batch, s);
+                if (fusedLinear != null) microStepFusedLinear(fusedLinear, policy, dpo, second, Seqs.pack(part, text.pad()), pos, batch, s);
+                else microStep(fused, policy, dpo, second, Seqs.pack(part, text.pad()), pos, batch, s);
             }
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("loss", s.loss);
@@ -302,6 +385,7 @@ public final class DistillStage {
             }
             return m;
         });
+        if (fusedLinear != null) fusedLinear.close();
         return out;
     }
 
