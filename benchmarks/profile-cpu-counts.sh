@@ -5,7 +5,8 @@
 # executed instruction of the row kernel to the pass it belongs to (the "/* ------ name */" section comments of
 # native/cpu/fused_distill_loss_rows.c, as benchmarks/profile-cpu.sh does for perf samples).
 #   benchmarks/profile-cpu-counts.sh [V] [tokens] [dtype]     default 151936 4 f32   (~1 min)
-# Needs valgrind, addr2line (binutils) and gcc. Prints instructions per element by pass; x86-64 with AVX2 only.
+# Needs valgrind, addr2line (binutils) and gcc; llvm-mca (optional) adds the pipe model's cycles per element by pass.
+# x86-64 with AVX2 only.
 set -euo pipefail
 V="${1:-151936}" TOK="${2:-4}" DT="${3:-f32}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,7 +18,7 @@ N="$ROOT/native"
 gcc -g -O3 -fno-math-errno -fno-trapping-math -ffp-contract=off -mavx2 -mfma -mf16c -I"$N/include" -I"$N/cpu" \
   -o "$P/fdl_cpu_profile" "$N/tests/fdl_cpu_profile.c" -lm
 valgrind --tool=callgrind --dump-instr=yes --toggle-collect=ad_fdl_row_prof --callgrind-out-file="$P/cg.out" \
-  "$P/fdl_cpu_profile" --kernel-only --no-prefetch --vocab "$V" --tokens "$TOK" --reps 1 --dtype "$DT" >/dev/null 2>"$P/valgrind.log"
+  "$P/fdl_cpu_profile" --kernel-only --vocab "$V" --tokens "$TOK" --reps 1 --dtype "$DT" >/dev/null 2>"$P/valgrind.log"
 SRC="$N/cpu/fused_distill_loss_rows.c"
 awk '/\/\* ----------+ /{sub(/^.*-+ /,""); sub(/ *\*\/.*/,""); print NR "\t" $0}' "$SRC" > "$P/sections.tsv"
 python3 - "$P" "$P/fdl_cpu_profile" "$(( V * TOK * 2 + 16384 * 64 * 2 ))" <<'PY'
@@ -60,6 +61,40 @@ with open(P + "/counts.txt", "w") as f:
         if nm in by: f.write("%7.2f  %s\n" % (by[nm] / n, nm))
     if "(outside the passes)" in by: f.write("%7.2f  %s\n" % (by["(outside the passes)"] / n, "(outside the passes)"))
     f.write("%7.2f  total instructions per element (%d elements)\n" % (tot / n, n))
+# The executed loops, through llvm-mca's model of a Zen 3 core (the closest model LLVM 14 has to this Zen 4): cycles
+# per iteration of each loop times the times its first instruction ran, summed per pass. A model of the core's
+# pipes with every load an L1 hit: what the instruction mix alone costs.
+import re, shutil
+if shutil.which("llvm-mca"):
+    txt = subprocess.run(["objdump", "-d", "--no-show-raw-insn", exe], capture_output=True, text=True).stdout
+    body = re.search(r'<ad_fdl_row_prof>:\n(.*?)\n\n', txt, re.S).group(1)
+    ins = [(int(m.group(1), 16), m.group(2)) for m in (re.match(r'\s+([0-9a-f]+):\s+(\S.*)$', l) for l in body.splitlines()) if m]
+    at = {a: i for i, (a, _) in enumerate(ins)}
+    model, fp01 = {}, {}
+    for i, (a, t) in enumerate(ins):
+        m = re.match(r'j\w+\s+([0-9a-f]+) <', t)
+        if not m or int(m.group(1), 16) >= a or int(m.group(1), 16) not in at: continue
+        head = int(m.group(1), 16)
+        loop = [x for _, x in ins[at[head]:i]]
+        iters = cost.get(head, 0)
+        if iters < 1000 or any(x.startswith("call") for x in loop): continue
+        open(P + "/loop.s", "w").write("\n".join(re.sub(r'<[^>]*>', '', re.sub(r'#.*', '', x)) for x in loop) + "\n")
+        o = subprocess.run(["llvm-mca", "-mcpu=znver3", "-iterations=300", P + "/loop.s"], capture_output=True, text=True).stdout
+        cyc = int(re.search(r'Total Cycles:\s+(\d+)', o).group(1)) / 300
+        ln = line_of.get(head, 0)
+        name = "(outside the passes)"
+        for L, nm in secs:
+            if ln >= int(L): name = nm
+        model[name] = model.get(name, 0) + cyc * iters
+    with open(P + "/model.txt", "w") as f:
+        t = 0
+        for L, nm in secs:
+            if nm in model: f.write("%7.2f  %s\n" % (model[nm] / n, nm)); t += model[nm]
+        f.write("%7.2f  total model cycles per element (loops only)\n" % (t / n))
 PY
 echo "== instructions per element of the avx2 row kernel, by pass (V=$V and V=16384, $DT, aligndistil; callgrind)"
 cat "$P/counts.txt"
+if [[ -f "$P/model.txt" ]]; then
+  echo "== llvm-mca (-mcpu=znver3) cycles per element of the executed loops, by pass (pipes only, every load an L1 hit)"
+  cat "$P/model.txt"
+fi

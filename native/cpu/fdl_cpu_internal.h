@@ -34,11 +34,6 @@ typedef struct ad_row_io {
     const void* d;          /* dpo row */
     const void* r;          /* second row (NULL for gkd) */
     void*       g;          /* grad row (may equal s: in place) */
-    /* the rows this worker processes next (NULL: none, or prefetching off): pass A prefetches them, so the next
-     * row's first pass reads L2/L3 instead of waiting on DRAM (see fused_distill_loss_rows.c) */
-    const void* next_s;
-    const void* next_d;
-    const void* next_r;
     double      row_scale;  /* (1/n_b if length_norm) / N */
     /* outputs */
     double      alpha;      /* weight */

@@ -36,8 +36,6 @@ static int g_isa_auto = -1;       /* what "auto" picks */
 #define AD_CPU_AVX512_AUTO 0
 #endif
 static atomic_int g_isa_active = -1;
-/* AD_CPU_PREFETCH=0 turns off the prefetch of each worker's next row (default on; read once at load time) */
-static int g_prefetch = 1;
 
 static int cpu_best_isa(void)
 {
@@ -72,8 +70,6 @@ __attribute__((constructor)) static void ad_cpu_init(void)
         if (want >= 0 && want <= g_isa_best) isa = want; /* unknown / unsupported values: automatic */
     }
     atomic_store(&g_isa_active, isa);
-    const char* pf = getenv("AD_CPU_PREFETCH");
-    g_prefetch = !(pf != NULL && strcmp(pf, "0") == 0);
 }
 
 static int active_isa(void)
@@ -121,7 +117,6 @@ typedef struct {
     const ad_fdl_problem* pb;
     ad_row_params P;
     ad_row_fn row;
-    int prefetch;           /* AD_CPU_PREFETCH (default 1): pass A prefetches the worker's next row */
     double N;
     atomic_int abort_flag;
     int64_t starts[AD_POOL_MAX_THREADS + 1];
@@ -183,13 +178,6 @@ static void run_rows(void* arg, int w, int nw)
         io.d = row_ptr(pb->dpo, pb->dpo_dtype, pb->dpo_stride_b, pb->dpo_stride_t, b, t);
         io.r = J->P.use_second ? row_ptr(pb->second, pb->second_dtype, pb->second_stride_b, pb->second_stride_t, b, t) : NULL;
         io.g = g;
-        io.next_s = io.next_d = io.next_r = NULL;
-        if (f + 1 < J->starts[w + 1] && J->prefetch) { /* an unselected next row is prefetched too: harmless */
-            const int64_t bn = (f + 1) / T, tn = f + 1 - bn * T;
-            io.next_s = row_ptr(pb->student, pb->student_dtype, pb->student_stride_b, pb->student_stride_t, bn, tn);
-            io.next_d = row_ptr(pb->dpo, pb->dpo_dtype, pb->dpo_stride_b, pb->dpo_stride_t, bn, tn);
-            io.next_r = J->P.use_second ? row_ptr(pb->second, pb->second_dtype, pb->second_stride_b, pb->second_stride_t, bn, tn) : io.next_d;
-        }
         io.row_scale = row_scale;
         io.bad_column = -1;
         const int rc = J->row(&J->P, &io);
@@ -296,7 +284,6 @@ int32_t ad_fdl_cpu(const ad_fdl_problem* pb, ad_fdl_status* st, int32_t threads)
     P->clamp_student = 1e30f;
     const int isa = active_isa();
     J.row = k_isa_rows[isa];
-    J.prefetch = g_prefetch;
 
     /* mask scan */
     const int64_t B = pb->batch, T = pb->seq, BT = B * T;

@@ -120,26 +120,11 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
 
     AD_PROF(1);
     /* ------------------------------------------------------------ pass A: partition functions, U sums */
-    /* Pass A also prefetches the worker's next rows (io->next_*, one prefetch per cache line): pass 0 of a row
-     * is the first to touch it and, reading 3 rows with little arithmetic, runs at DRAM speed; with the row
-     * already in L2/L3 it does not wait. Pass A is compute-bound, so the DRAM stream overlaps its arithmetic. */
-    const char* const nS = (const char*)io->next_s;
-    const char* const nD = (const char*)io->next_d;
-    const char* const nR = (const char*)io->next_r;
-    const int pf = nS != NULL;
-    const int64_t esz_s = DS == AD_F32 ? 4 : 2, esz_d = DD == AD_F32 ? 4 : 2, esz_r = DR == AD_F32 ? 4 : 2;
     DACC aZs = dacc_zero(), aZd = dacc_zero(), aZr = dacc_zero();
     DACC aUs = dacc_zero(), aUd = dacc_zero(), aUr = dacc_zero(), aUf = dacc_zero();
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
         const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
         VF zs = vzero(), zd = vzero(), zr = vzero(), us = vzero(), ud = vzero(), ur = vzero(), uf = vzero();
-        if (pf) /* one prefetch per 64-byte line of each next row (16 f32 or 32 16-bit columns), for this block */
-            for (int64_t c = b0; c < b1; c += 16) {
-                const int even = (c & 31) == 0;
-                if (esz_s == 4 || even) __builtin_prefetch(nS + c * esz_s, 0, 2);
-                if (esz_d == 4 || even) __builtin_prefetch(nD + c * esz_d, 0, 2);
-                if (USE_R && (esz_r == 4 || even)) __builtin_prefetch(nR + c * esz_r, 0, 2);
-            }
         AD_LOOP(b0, b1, {
             const VF sp = vmax(vmul(vsub(LD(DS, S), vms), vits), vcls);
             const VF d = LD(DD, D);

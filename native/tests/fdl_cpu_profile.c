@@ -2,7 +2,7 @@
  * fdl_cpu_profile.c: where the AVX2 row kernel's time goes, and the floor of its design on this CPU.
  * A measuring tool, not a test (it checks nothing). Built with AD_BUILD_TESTS; needs AVX2 + FMA.
  *
- *   fdl_cpu_profile [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--no-prefetch] [--kernel-only]
+ *   fdl_cpu_profile [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--kernel-only]
  *
  * Prints, as medians of N repetitions (timestamps from rdtsc, converted to core cycles by a calibration
  * loop of dependent integer adds, 1 cycle each, so the numbers hold on a VM without hardware counters):
@@ -80,15 +80,14 @@ static float gauss(void)
 int main(int argc, char** argv)
 {
     int64_t V = 151936, T = 64;
-    int reps = 9, bf16 = 0, prefetch = 1, micro = 1;
+    int reps = 9, bf16 = 0, micro = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--vocab") && i + 1 < argc) V = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) bf16 = !strcmp(argv[++i], "bf16");
-        else if (!strcmp(argv[i], "--no-prefetch")) prefetch = 0;
         else if (!strcmp(argv[i], "--kernel-only")) micro = 0; /* no clock / exp / bandwidth part (for valgrind) */
-        else { fprintf(stderr, "usage: %s [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--no-prefetch] [--kernel-only]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--kernel-only]\n", argv[0]); return 2; }
     }
     if (reps < 1 || reps > 99) reps = 9;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) { printf("needs avx2 + fma\n"); return 1; }
@@ -96,7 +95,7 @@ int main(int argc, char** argv)
     double cpn = 0;
     for (int k = 0; micro && k < 3; k++) { const double c = cycles_per_ns(); if (c > cpn) cpn = c; }
     const double tpn = tsc_per_ns();
-    printf("clock: %.3f core cycles/ns (dependent-add chain, best of 3: a busy shared core only slows it), TSC %.3f ticks/ns\n", cpn, tpn);
+    if (micro) printf("clock: %.3f core cycles/ns (dependent-add chain, best of 3: a busy shared core only slows it), TSC %.3f ticks/ns\n", cpn, tpn);
     const double c_per_tick = cpn / tpn;
 
     /* ---- exp throughput: 8192 floats in L1, 4 independent chains per iteration */
@@ -198,49 +197,32 @@ int main(int argc, char** argv)
         P.ds = P.dd = P.dr = P.dg = bf16 ? AD_BF16 : AD_F32;
         P.beta = 0.1; P.beta2 = 10.0; P.epsilon = 1e-3; P.temperature = 1.0; P.inv_ts = 1.0;
         P.clamp_teacher = 1e30f; P.clamp_student = 1e30f;
-        /* the two modes (next-row prefetch on / off) alternate within each repetition, so that the load other
-         * processes put on a shared machine hits both alike */
-        const int nmodes = prefetch ? 2 : 1;
-        static double pass[2][5][99], tot[2][99];
-        for (int k = 0; k <= reps; k++)
-            for (int mode = 0; mode < nmodes; mode++) {
-                const int pf = prefetch && mode == 0;
-                double acc[5] = {0};
-                for (int64_t t = 0; t < TT; t++) {
-                    ad_row_io io;
-                    memset(&io, 0, sizeof io);
-                    io.s = s + (size_t)t * VV * es; io.d = d + (size_t)t * VV * es; io.r = r + (size_t)t * VV * es;
-                    io.g = g + (size_t)t * VV * es; io.row_scale = 1.0 / TT;
-                    if (pf && t + 1 < TT) { /* as the driver does: the next row of this worker */
-                        io.next_s = s + (size_t)(t + 1) * VV * es; io.next_d = d + (size_t)(t + 1) * VV * es;
-                        io.next_r = r + (size_t)(t + 1) * VV * es;
-                    }
-                    if (ad_fdl_row_prof(&P, &io) != AD_OK) { printf("row error\n"); return 1; }
-                    for (int p = 0; p < 5; p++) acc[p] += (double)(g_prof_t[p + 1] - g_prof_t[p]);
-                }
-                if (k == 0) continue; /* warm-up */
-                tot[mode][k - 1] = 0;
-                for (int p = 0; p < 5; p++) {
-                    pass[mode][p][k - 1] = acc[p] / tpn / (double)n; /* ns per element */
-                    tot[mode][k - 1] += pass[mode][p][k - 1];
-                }
+        static double pass[5][99], tot[99];
+        for (int k = 0; k <= reps; k++) {
+            double acc[5] = {0};
+            for (int64_t t = 0; t < TT; t++) {
+                ad_row_io io;
+                memset(&io, 0, sizeof io);
+                io.s = s + (size_t)t * VV * es; io.d = d + (size_t)t * VV * es; io.r = r + (size_t)t * VV * es;
+                io.g = g + (size_t)t * VV * es; io.row_scale = 1.0 / TT;
+                if (ad_fdl_row_prof(&P, &io) != AD_OK) { printf("row error\n"); return 1; }
+                for (int p = 0; p < 5; p++) acc[p] += (double)(g_prof_t[p + 1] - g_prof_t[p]);
             }
-        static const char* pn[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (2 exp)", "C LSE* (1 exp)", "D grad (1 exp)"};
-        printf("row kernel %s, V = %lld, %lld tokens, aligndistil: ns/element and cycles/element at %.3f cycles/ns (median of %d)\n",
-               bf16 ? "bf16" : "f32", (long long)VV, (long long)TT, cpn, reps);
-        printf("  %-22s%s\n", "", prefetch ? "   prefetch on (ns, cyc)   off (ns, cyc)" : "   prefetch off (ns, cyc)");
-        for (int p = 0; p <= 5; p++) {
-            printf("  %-22s", p < 5 ? pn[p] : "total");
-            for (int mode = 0; mode < nmodes; mode++) {
-                const double m = p < 5 ? median(pass[mode][p], reps) : median(tot[mode], reps);
-                printf("   %7.3f %7.3f    ", m, m * cpn);
+            if (k == 0) continue; /* warm-up */
+            tot[k - 1] = 0;
+            for (int p = 0; p < 5; p++) {
+                pass[p][k - 1] = acc[p] / tpn / (double)n; /* ns per element */
+                tot[k - 1] += pass[p][k - 1];
             }
-            printf("\n");
         }
-        if (nmodes == 2) {
-            double ratio[99];
-            for (int k = 0; k < reps; k++) ratio[k] = tot[1][k] / tot[0][k];
-            printf("  prefetch speedup (per repetition, median): %.3fx\n", median(ratio, reps));
+        static const char* pn[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (2 exp)", "C LSE* (1 exp)", "D grad (1 exp)"};
+        printf("row kernel %s, V = %lld, %lld tokens, aligndistil (median of %d)\n", bf16 ? "bf16" : "f32", (long long)VV,
+               (long long)TT, reps);
+        printf("  %-22s %9s %9s\n", "pass", "ns/elem", cpn > 0 ? "cyc/elem" : "");
+        for (int p = 0; p <= 5; p++) {
+            const double m = p < 5 ? median(pass[p], reps) : median(tot, reps);
+            if (cpn > 0) printf("  %-22s %9.3f %9.3f\n", p < 5 ? pn[p] : "total", m, m * cpn);
+            else printf("  %-22s %9.3f\n", p < 5 ? pn[p] : "total", m);
         }
         free(s); free(d); free(r); free(g);
     }
