@@ -14,6 +14,9 @@
 #define AD_HIDDEN
 #endif
 
+/* padding of the row scratch ad_row_io.w: a partial last vector is stored whole (16 = the widest vector) */
+#define AD_ROW_PAD 16
+
 /* Parameters common to every row of one call (read-only while the rows run). */
 typedef struct ad_row_params {
     int64_t vocab;
@@ -34,6 +37,8 @@ typedef struct ad_row_io {
     const void* d;          /* dpo row */
     const void* r;          /* second row (NULL for gkd) */
     void*       g;          /* grad row (may equal s: in place) */
+    float*      w;          /* row scratch, vocab + AD_ROW_PAD floats, 64-byte aligned: pass C stores the teacher
+                             * logits over T there, pass D reads them (overwritten by every row) */
     double      row_scale;  /* (1/n_b if length_norm) / N */
     /* outputs */
     double      alpha;      /* weight */

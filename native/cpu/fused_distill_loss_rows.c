@@ -8,15 +8,17 @@
  *   pass A  (3 exp)    Z_s, Z_d, Z_r and U_s = sum e^s' s', U_d = sum e^s' d', U_r = sum e^s' r',
  *                      U_f = sum e^s' f with f = d' - r' computed as (d - r) - (m_d - m_r)
  *   pass B  (2 exp)    tvd = sum |pd - pr| = sum max(pd, pr) (1 - e^-|log pd - log pr|)  (aligndistil, adaptive)
- *   pass C  (1 exp)    LSE* = M + log S of w = (d' + c f)/T (= z'/T), blockwise max (L1 buffer)
- *   pass D  (1 exp)    g = (coef row_scale/Ts) p (s' - (w - M) - (log Z_s - log S + K)),  p = e^(s' - log Z_s)
+ *   pass C  (1 exp)    LSE* = M + log S of w = (d' + c f)/T (= z'/T), blockwise max; w is stored in the row scratch
+ *                      io->w (V floats + padding, per thread, from the driver)
+ *   pass D  (1 exp)    g = (coef row_scale/Ts) p (s' - (w - M) - (log Z_s - log S + K)),  p = e^(s' - log Z_s),
+ *                      w read back from io->w (so pass D reads s and w, not s, d and r)
  * with K = (U_s/Z_s - log Z_s) - ((U_d + c U_f)/(T Z_s) - LSE*). Writing the teacher as d' + c (d' - r')
  * rather than a d' + b r' avoids the cancellation of two large products when alpha is large.
  *
  * Columns that are -inf in all three rows (outside the vocabulary, and the padded lanes of the last
  * partial vector) never contribute: the centred values are clamped to a large negative finite number
  * (clamp_student / clamp_teacher from the driver), so their exps are exactly 0 and 0 * value stays 0; in
- * pass C they are set to -inf explicitly. f32 lane sums run over blocks of AD_BLK columns and are folded
+ * pass C they are set to AD_W_OUT explicitly (see there). Writes: the grad row and the row scratch io->w. f32 lane sums run over blocks of AD_BLK columns and are folded
  * lane-wise into f64 accumulators.
  */
 #include <math.h>
@@ -205,9 +207,12 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
 
     AD_PROF(3);
     /* ------------------------------------------------------------ pass C: LSE* = M + log S of w */
+    /* w is stored into the row scratch io->w (pass D reads it back instead of recomputing it from d and r); columns
+     * outside the vocabulary hold AD_W_OUT, a finite stand-in for -inf (exp gives 0 as for -inf, and pass D's
+     * u = s' - (w - M) stays finite where p = 0). */
+    float* const W = io->w;
     double M = -INFINITY, Ssum = 0.0;
     {
-        float wbuf[AD_BLK] __attribute__((aligned(64)));
         for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
             const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
             VF wm = vset(-INFINITY);
@@ -215,12 +220,12 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
                 const VF d = LD(DD, D);
                 VF w = vmul(vmax(vsub(d, vmd), vclt), viT);
                 if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
-                w = vsel_ninf(vis_ninf(d), w); /* outside the vocabulary */
-                vstore(AD_F32, wbuf, i_ - b0, w);
+                w = vsel_out(vis_ninf(d), w); /* outside the vocabulary */
+                vstore(AD_F32, W, i_, w); /* a partial last vector fills the scratch's padding */
                 wm = vmax(wm, w);
             });
             const float bm = vhmax(wm);
-            if (bm == -INFINITY) continue; /* block entirely outside the vocabulary */
+            if (bm <= AD_W_OUT) continue; /* block entirely outside the vocabulary */
             if (bm > M) {
                 Ssum *= exp(M - bm);
                 M = bm;
@@ -228,7 +233,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
             const VF vM = vset((float)M);
             VF acc = vzero();
             const int64_t nb = b1 - b0;
-            for (int64_t k = 0; k < nb; k += VW) acc = vadd(acc, vexp(vsub(vload(AD_F32, wbuf, k), vM)));
+            for (int64_t k = 0; k < nb; k += VW) acc = vadd(acc, vexp(vsub(vload(AD_F32, W, b0 + k), vM)));
             DACC t = dacc_zero();
             dacc_add(&t, acc);
             Ssum += dacc_sum(t);
@@ -272,9 +277,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
         VF pu = vzero(), pt = vzero();
         AD_LOOP(b0, b1, {
             const VF sp = vmax(vmul(vsub(LD(DS, S), vms), vits), vcls);
-            const VF d = LD(DD, D);
-            VF w = vmul(vmax(vsub(d, vmd), vclt), viT);
-            if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
+            const VF w = vload(AD_F32, W, i_); /* pass C's values, bit for bit (padded: whole vectors) */
             const VF p = vexp(vsub(sp, vlzs));
             const VF u = vsub(sp, vsub(w, vM));
             pu = vfma(p, u, pu);
