@@ -145,8 +145,8 @@ static void zero_outputs(const ad_fdl_problem* pb, int64_t f)
     if (pb->metrics) for (int k = 0; k < AD_FDL_METRICS; k++) pb->metrics[f * AD_FDL_METRICS + k] = 0.0f;
 }
 
-/* Row scratch of the row kernel (ad_row_io.w: the teacher logits of one row), one per thread, kept between calls
- * and grown when a call has a larger vocabulary: (V + AD_ROW_PAD) * 4 bytes (608 KB at V = 151,936) per thread
+/* Row scratch of the row kernel (ad_row_io.w: the teacher logits and e^s' of one row), one per thread, kept between
+ * calls and grown when a call has a larger vocabulary: about 8 V bytes (1.2 MB at V = 151,936) per thread
  * that has run rows, freed when the thread exits. Never shared: each worker (and each calling thread) has its own. */
 static pthread_key_t g_scratch_key;
 static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
@@ -181,7 +181,7 @@ static void run_rows(void* arg, int w, int nw)
     int64_t cur_b = -1;
     ad_row_io io;
     memset(&io, 0, sizeof io);
-    io.w = J->starts[w] < J->starts[w + 1] ? row_scratch(V + AD_ROW_PAD) : NULL;
+    io.w = J->starts[w] < J->starts[w + 1] ? row_scratch(ad_row_scratch_floats(V)) : NULL;
     if (J->starts[w] < J->starts[w + 1] && io.w == NULL) {
         out->code = AD_ERR_OUT_OF_MEMORY;
         atomic_store_explicit(&J->abort_flag, 1, memory_order_relaxed);

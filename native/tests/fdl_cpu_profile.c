@@ -182,7 +182,7 @@ int main(int argc, char** argv)
         uint8_t* d = aligned_alloc(64, n * es);
         uint8_t* r = aligned_alloc(64, n * es);
         uint8_t* g = aligned_alloc(64, n * es);
-        float* wrow = aligned_alloc(64, ((size_t)(VV + AD_ROW_PAD) * 4 + 63) & ~(size_t)63); /* the row scratch */
+        float* wrow = aligned_alloc(64, (size_t)ad_row_scratch_floats(VV) * 4); /* the row scratch (64-byte multiple) */
         for (size_t i = 0; i < n; i++) {
             const float base = 3.0f * gauss();
             const float v3[3] = {base + 0.7f * gauss(), base + 0.5f * gauss(), base + 0.5f * gauss()};
