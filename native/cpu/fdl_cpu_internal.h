@@ -14,6 +14,12 @@
 #define AD_HIDDEN
 #endif
 
+/* padding of the row scratch ad_row_io.w: a partial last vector is stored whole (16 = the widest vector) */
+#define AD_ROW_PAD 16
+/* offset of the second half of the row scratch (a multiple of 16 floats: 64-byte aligned) and its whole size */
+static inline int64_t ad_row_scratch_stride(int64_t vocab) { return (vocab + AD_ROW_PAD + 15) & ~(int64_t)15; }
+static inline int64_t ad_row_scratch_floats(int64_t vocab) { return 2 * ad_row_scratch_stride(vocab); }
+
 /* Parameters common to every row of one call (read-only while the rows run). */
 typedef struct ad_row_params {
     int64_t vocab;
@@ -34,6 +40,9 @@ typedef struct ad_row_io {
     const void* d;          /* dpo row */
     const void* r;          /* second row (NULL for gkd) */
     void*       g;          /* grad row (may equal s: in place) */
+    float*      w;          /* row scratch, ad_row_scratch_floats(vocab) floats, 64-byte aligned, overwritten by every
+                             * row: pass C stores the teacher logits over T in the first half, pass A e^s' in the
+                             * second (from ad_row_scratch_stride(vocab) on); pass D reads both */
     double      row_scale;  /* (1/n_b if length_norm) / N */
     /* outputs */
     double      alpha;      /* weight */

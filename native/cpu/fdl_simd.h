@@ -13,6 +13,7 @@
  *                 error on [-ln2/2, ln2/2] (max 1.7e-7, mean -1.8e-8), 2^n by exponent arithmetic. x is
  *                 clamped below at -150, so x <= -150, -inf and NaN all give exactly +0. Results below 2^-126
  *                 are flushed to 0 on the avx2 / portable paths (gradual underflow on avx512).
+ *   vsel_out(m,a) AD_W_OUT where m (columns outside the vocabulary), a elsewhere
  *   vmax(a, c)    x86 MAXPS semantics on every path: a NaN first operand returns c (the kernel relies on it).
  *   vload(dt,..)  loads VW logits of dtype dt and widens them to f32 (bf16: shift; f16: F16C / scalar)
  *   vstore(dt,..) narrows with round-to-nearest-even (grad values are finite; NaN is not special-cased in
@@ -45,6 +46,9 @@
 #define AD_E5_C3  0x1.555a6ap-3f
 #define AD_E5_C4  0x1.573a56p-5f
 #define AD_E5_C5  0x1.0fa830p-7f
+/* teacher logit w of a column outside the vocabulary: finite, below every real w (|w| <= 1e37 by the driver's clamp),
+ * and exp(AD_W_OUT - M) = 0 */
+#define AD_W_OUT  (-0x1p127f)
 #define AD_MAGIC  0x1.8p23f           /* adding it rounds |t| < 2^22 to an integer held in the low mantissa bits */
 
 /* ---------------------------------------------------------------- scalar f16 / bf16 conversions */
@@ -109,7 +113,7 @@ AD_INL VF vabs(VF a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps
 AD_INL float vhmax(VF a) { return _mm512_reduce_max_ps(a); }
 AD_INL int vany_nan(VF a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) != 0; }
 AD_INL VM vis_ninf(VF a) { return _mm512_cmp_ps_mask(a, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ); }
-AD_INL VF vsel_ninf(VM m, VF a) { return _mm512_mask_mov_ps(a, m, _mm512_set1_ps(-INFINITY)); }
+AD_INL VF vsel_out(VM m, VF a) { return _mm512_mask_mov_ps(a, m, _mm512_set1_ps(AD_W_OUT)); }
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     const VF inf = _mm512_set1_ps(INFINITY), ninf = _mm512_set1_ps(-INFINITY);
@@ -206,7 +210,7 @@ AD_INL float vhmax(VF a)
 }
 AD_INL int vany_nan(VF a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)) != 0; }
 AD_INL VM vis_ninf(VF a) { return _mm256_cmp_ps(a, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ); }
-AD_INL VF vsel_ninf(VM m, VF a) { return _mm256_blendv_ps(a, _mm256_set1_ps(-INFINITY), m); }
+AD_INL VF vsel_out(VM m, VF a) { return _mm256_blendv_ps(a, _mm256_set1_ps(AD_W_OUT), m); }
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     const VF inf = _mm256_set1_ps(INFINITY), ninf = _mm256_set1_ps(-INFINITY);
@@ -323,7 +327,7 @@ AD_INL int vany_nan(VF a)
     return r;
 }
 AD_INL VM vis_ninf(VF a) { return a == vset(-INFINITY); }
-AD_INL VF vsel_ninf(VM m, VF a) { return vsel(m, a, vset(-INFINITY)); }
+AD_INL VF vsel_out(VM m, VF a) { return vsel(m, a, vset(AD_W_OUT)); }
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     unsigned bits = 0;

@@ -9,6 +9,7 @@
  * outputs and are never read.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,30 @@ static void zero_outputs(const ad_fdl_problem* pb, int64_t f)
     if (pb->metrics) for (int k = 0; k < AD_FDL_METRICS; k++) pb->metrics[f * AD_FDL_METRICS + k] = 0.0f;
 }
 
+/* Row scratch of the row kernel (ad_row_io.w: the teacher logits and e^s' of one row), one per thread, kept between
+ * calls and grown when a call has a larger vocabulary: about 8 V bytes (1.2 MB at V = 151,936) per thread
+ * that has run rows, freed when the thread exits. Never shared: each worker (and each calling thread) has its own. */
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static int g_scratch_key_ok;
+static _Thread_local float* t_scratch;
+static _Thread_local int64_t t_scratch_floats;
+
+static void scratch_key_init(void) { g_scratch_key_ok = pthread_key_create(&g_scratch_key, free) == 0; }
+
+static float* row_scratch(int64_t floats)
+{
+    if (t_scratch_floats >= floats) return t_scratch;
+    pthread_once(&g_scratch_once, scratch_key_init);
+    float* p = (float*)aligned_alloc(64, ((size_t)floats * sizeof(float) + 63) & ~(size_t)63);
+    if (p == NULL) return NULL;
+    free(t_scratch);
+    t_scratch = p;
+    t_scratch_floats = floats;
+    if (g_scratch_key_ok) pthread_setspecific(g_scratch_key, p); /* the destructor frees it at thread exit */
+    return p;
+}
+
 static void run_rows(void* arg, int w, int nw)
 {
     (void)nw;
@@ -156,6 +181,13 @@ static void run_rows(void* arg, int w, int nw)
     int64_t cur_b = -1;
     ad_row_io io;
     memset(&io, 0, sizeof io);
+    io.w = J->starts[w] < J->starts[w + 1] ? row_scratch(ad_row_scratch_floats(V)) : NULL;
+    if (J->starts[w] < J->starts[w + 1] && io.w == NULL) {
+        out->code = AD_ERR_OUT_OF_MEMORY;
+        atomic_store_explicit(&J->abort_flag, 1, memory_order_relaxed);
+        out->loss = 0.0;
+        return;
+    }
     for (int64_t f = J->starts[w]; f < J->starts[w + 1]; f++) {
         if (atomic_load_explicit(&J->abort_flag, memory_order_relaxed)) break;
         const int64_t b = f / T, t = f - b * T;

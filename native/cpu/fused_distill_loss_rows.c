@@ -5,18 +5,23 @@
  * One selected row (s = student, d = DPO, r = second teacher), V columns:
  *   pass 0  (no exp)   row maxima m_s, m_d, m_r and the validity check (NaN / +inf / partial -inf)
  *   centred values     s' = (s - m_s)/Ts, d' = d - m_d, r' = r - m_r (all <= 0)
- *   pass A  (3 exp)    Z_s, Z_d, Z_r and U_s = sum e^s' s', U_d = sum e^s' d', U_r = sum e^s' r',
+ *   pass A  (3 exp)    (stores e^s' in the row scratch) Z_s, Z_d, Z_r and U_s = sum e^s' s', U_d = sum e^s' d', U_r = sum e^s' r',
  *                      U_f = sum e^s' f with f = d' - r' computed as (d - r) - (m_d - m_r)
  *   pass B  (2 exp)    tvd = sum |pd - pr| = sum max(pd, pr) (1 - e^-|log pd - log pr|)  (aligndistil, adaptive)
- *   pass C  (1 exp)    LSE* = M + log S of w = (d' + c f)/T (= z'/T), blockwise max (L1 buffer)
- *   pass D  (1 exp)    g = (coef row_scale/Ts) p (s' - (w - M) - (log Z_s - log S + K)),  p = e^(s' - log Z_s)
+ *   pass C  (1 exp)    LSE* = M + log S of w = (d' + c f)/T (= z'/T), blockwise max; w is stored in the row scratch
+ *                      io->w (2 x (V + padding) floats per thread, from the driver; e^s' of pass A in the second half)
+ *   pass D  (0 exp)    g = (coef row_scale/Ts) p (s' - (w - M) - (log Z_s - log S + K)),  p = e^s' / Z_s with e^s'
+ *                      stored by pass A and w by pass C in the row scratch io->w (pass D reads s, w and e^s')
+ * Exps per element: 6 (3 + 2 + 1). The gradient's p e^s' (coef row_scale / (Ts Z_s)) has a relative error of at most
+ * the exp's 1.7e-7 plus two f32 roundings (1.2e-7); the former e^(s' - log Z_s) added the rounding of s' - log Z_s
+ * (|s' - log Z_s| x 6e-8) and of log Z_s, so this is as accurate or better.
  * with K = (U_s/Z_s - log Z_s) - ((U_d + c U_f)/(T Z_s) - LSE*). Writing the teacher as d' + c (d' - r')
  * rather than a d' + b r' avoids the cancellation of two large products when alpha is large.
  *
  * Columns that are -inf in all three rows (outside the vocabulary, and the padded lanes of the last
  * partial vector) never contribute: the centred values are clamped to a large negative finite number
  * (clamp_student / clamp_teacher from the driver), so their exps are exactly 0 and 0 * value stays 0; in
- * pass C they are set to -inf explicitly. f32 lane sums run over blocks of AD_BLK columns and are folded
+ * pass C they are set to AD_W_OUT explicitly (see there). Writes: the grad row and the row scratch io->w. f32 lane sums run over blocks of AD_BLK columns and are folded
  * lane-wise into f64 accumulators.
  */
 #include <math.h>
@@ -120,6 +125,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
 
     AD_PROF(1);
     /* ------------------------------------------------------------ pass A: partition functions, U sums */
+    float* const E = io->w + ad_row_scratch_stride(V); /* e^s' of every column, for pass D */
     DACC aZs = dacc_zero(), aZd = dacc_zero(), aZr = dacc_zero();
     DACC aUs = dacc_zero(), aUd = dacc_zero(), aUr = dacc_zero(), aUf = dacc_zero();
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
@@ -130,6 +136,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
             const VF d = LD(DD, D);
             const VF dp = vmax(vsub(d, vmd), vclt);
             const VF es = vexp(sp);
+            vstore(AD_F32, E, i_, es); /* pass D's p = e^s' / Z_s (a partial last vector fills the padding) */
             const VF ed = vexp(dp);
             zs = vadd(zs, es);
             zd = vadd(zd, ed);
@@ -205,9 +212,12 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
 
     AD_PROF(3);
     /* ------------------------------------------------------------ pass C: LSE* = M + log S of w */
+    /* w is stored into the row scratch io->w (pass D reads it back instead of recomputing it from d and r); columns
+     * outside the vocabulary hold AD_W_OUT, a finite stand-in for -inf (exp gives 0 as for -inf, and pass D's
+     * u = s' - (w - M) stays finite where p = 0). */
+    float* const W = io->w;
     double M = -INFINITY, Ssum = 0.0;
     {
-        float wbuf[AD_BLK] __attribute__((aligned(64)));
         for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
             const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
             VF wm = vset(-INFINITY);
@@ -215,12 +225,12 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
                 const VF d = LD(DD, D);
                 VF w = vmul(vmax(vsub(d, vmd), vclt), viT);
                 if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
-                w = vsel_ninf(vis_ninf(d), w); /* outside the vocabulary */
-                vstore(AD_F32, wbuf, i_ - b0, w);
+                w = vsel_out(vis_ninf(d), w); /* outside the vocabulary */
+                vstore(AD_F32, W, i_, w); /* a partial last vector fills the scratch's padding */
                 wm = vmax(wm, w);
             });
             const float bm = vhmax(wm);
-            if (bm == -INFINITY) continue; /* block entirely outside the vocabulary */
+            if (bm <= AD_W_OUT) continue; /* block entirely outside the vocabulary */
             if (bm > M) {
                 Ssum *= exp(M - bm);
                 M = bm;
@@ -228,7 +238,7 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
             const VF vM = vset((float)M);
             VF acc = vzero();
             const int64_t nb = b1 - b0;
-            for (int64_t k = 0; k < nb; k += VW) acc = vadd(acc, vexp(vsub(vload(AD_F32, wbuf, k), vM)));
+            for (int64_t k = 0; k < nb; k += VW) acc = vadd(acc, vexp(vsub(vload(AD_F32, W, b0 + k), vM)));
             DACC t = dacc_zero();
             dacc_add(&t, acc);
             Ssum += dacc_sum(t);
@@ -263,7 +273,9 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
      * sum p (log p - log q) = sum p u - (log Z_s - log S) sum p over the very values the gradient used
      * (the estimate above differs from it by rounding only: an f32 ulp of w weighted by p). */
     const double cg = coef * io->row_scale * P->inv_ts;
-    const VF vlzs = vset((float)logZs), vc0 = vset((float)(logZs - logS + K)), vcg = vset((float)cg);
+    /* p = e^s' / Z_s enters the gradient as e^s' times the single constant cg / Z_s, and the sums as e^s' (divided by
+     * Z_s in f64 below), so no f32 rounding of 1 / Z_s scales them */
+    const VF vc0 = vset((float)(logZs - logS + K)), vcgz = vset((float)(cg / Zs));
     const VF vM = vset((float)M);
     void* const G = io->g;
     DACC aPU = dacc_zero(), aP = dacc_zero();
@@ -272,20 +284,18 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
         VF pu = vzero(), pt = vzero();
         AD_LOOP(b0, b1, {
             const VF sp = vmax(vmul(vsub(LD(DS, S), vms), vits), vcls);
-            const VF d = LD(DD, D);
-            VF w = vmul(vmax(vsub(d, vmd), vclt), viT);
-            if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
-            const VF p = vexp(vsub(sp, vlzs));
+            const VF w = vload(AD_F32, W, i_); /* pass C's values, bit for bit (padded: whole vectors) */
+            const VF e = vload(AD_F32, E, i_); /* e^s' from pass A */
             const VF u = vsub(sp, vsub(w, vM));
-            pu = vfma(p, u, pu);
-            pt = vadd(pt, p);
+            pu = vfma(e, u, pu);
+            pt = vadd(pt, e);
             AD_KEEP(pu); AD_KEEP(pt);
-            ST(DG, G, vmul(vmul(p, vcg), vsub(u, vc0)));
+            ST(DG, G, vmul(vmul(e, vcgz), vsub(u, vc0)));
         });
         dacc_add(&aPU, pu);
         dacc_add(&aP, pt);
     }
-    double Kd = dacc_sum(aPU) - (logZs - logS) * dacc_sum(aP);
+    double Kd = (dacc_sum(aPU) - (logZs - logS) * dacc_sum(aP)) / Zs;
     if (Kd < 0.0 && Kd > -1e-12) Kd = 0.0; /* rounding noise of an exact zero; larger negatives are kept */
     io->kl = Kd;
 #undef AD_DIFF

@@ -29,11 +29,19 @@ static uint64_t g_start_generation[AD_POOL_MAX_THREADS]; /* generation current w
 
 static atomic_int g_default_threads; /* 0 = not set yet: online CPUs */
 
+/* Online CPUs, read once: sysconf(_SC_NPROCESSORS_ONLN) reads /sys on every call (about 8 us on the build VM,
+ * benchmarks/results/overhead-*), and every call with the default thread count asks. CPUs brought online later
+ * are not seen (set the pool size explicitly for that). */
+static atomic_int g_online;
+
 static int online_cpus(void)
 {
+    int c = atomic_load_explicit(&g_online, memory_order_relaxed);
+    if (c > 0) return c;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;
     if (n > AD_POOL_MAX_THREADS) n = AD_POOL_MAX_THREADS;
+    atomic_store_explicit(&g_online, (int)n, memory_order_relaxed);
     return (int)n;
 }
 

@@ -159,8 +159,10 @@ typedef struct ad_fdl_status {
 AD_EXPORT int32_t ad_abi_version(void);
 
 /* Fused loss + gradient on the host. threads <= 0: the library default (ad_cpu_set_threads, initially
- * the number of online CPUs). Safe to call from several threads at once: a call that finds the worker
- * pool busy runs on its caller's thread alone. Allocates nothing after the pool has started. */
+ * the number of online CPUs, read once). Safe to call from several threads at once: a call that finds the worker
+ * pool busy runs on its caller's thread alone. Each thread that runs rows (pool workers, callers) keeps a row scratch
+ * of about 8 * vocab bytes, allocated on its first call and again only when a call has a larger vocabulary (freed at
+ * thread exit); AD_ERR_OUT_OF_MEMORY when that allocation fails. Nothing else is allocated after the pool started. */
 AD_EXPORT int32_t ad_fdl_cpu(const ad_fdl_problem* problem, ad_fdl_status* status, int32_t threads);
 
 /* Which vector code path ad_fdl_cpu runs on this machine: "avx512", "avx2" or "portable". */
