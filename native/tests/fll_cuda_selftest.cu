@@ -471,7 +471,7 @@ static int argument_checks() {
       const bool ok = b < a; printf("%s gkd needs no second-teacher workspace (%lld < %lld)\n", ok ? "ok  " : "FAIL", (long long)b, (long long)a); fails += !ok; }
     { auto q = p; q.batch = 8; q.seq = 2048; q.hidden = 1536; q.vocab = 151936; q.chunk_tokens = 0;
       int64_t C = 0; ad_fll_cuda_chunk_tokens(&q, &C);
-      const bool ok = C == 4608; printf("%s auto chunk bf16 H=1536 V=151936: %lld (want 4608)\n", ok ? "ok  " : "FAIL", (long long)C); fails += !ok; }
+      const bool ok = C == 1024; printf("%s auto chunk bf16 H=1536 V=151936: %lld (want 1024)\n", ok ? "ok  " : "FAIL", (long long)C); fails += !ok; }
     return fails;
 }
 

@@ -38,7 +38,7 @@ import java.util.Objects;
  * No cuBLAS on the machine: {@link UnsupportedOperationException} from {@link Call#launch(long)}.
  *
  * <p>Knob: {@code -Daligndistil.fll.chunk=C} tokens per chunk (default 0 = auto: the largest multiple of 256 whose
- * chunk buffers fit AD_FLL_AUTO_WORKSPACE_BYTES = 4 GiB); {@link Call#chunkTokens(long)} overrides it per call.
+ * chunk buffers fit AD_FLL_AUTO_WORKSPACE_BYTES = 1 GiB: 1024 tokens for a bf16 Qwen2.5-1.5B head); {@link Call#chunkTokens(long)} overrides it per call.
  * cuBLAS is found as libcublas.so.13, .12, or {@code AD_CUBLAS_LIBRARY} (environment).
  */
 public final class FusedLinearLoss {
