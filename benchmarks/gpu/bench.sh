@@ -9,10 +9,11 @@
 #                                            or  -- -p rowKernel=multipass,cluster (CudaEventBench: both row kernels)
 #
 # Results go to ${OUT:-benchmarks/results}: gpu-<date>-<gpu>-<commit>.json (+ .meta.json, .events.jsonl with the
-# per-launch device-time medians). Render them on the build machine: benchmarks/render.sh FILE.json
+# per-launch device-time medians, .presets.json with what CudaPresetsProbe found). Render them on the build machine: benchmarks/render.sh FILE.json
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 b=target/gpu-bundle
+benchmarks/gpu/unpack-jdk.sh "$b"
 [[ -x "$b/jdk/bin/java" ]] || { echo "gpu bench: no bundle at $b: run benchmarks/gpu/prepare.sh on the build machine and carry target/gpu-bundle" >&2; exit 1; }
 J="$b/jdk/bin/java"
 CP="$b/test-classes:$b/lib/*"
@@ -40,6 +41,13 @@ name="$res/gpu-$(date +%Y-%m-%d)-$slug-${commit%-dirty}"
 load="$(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s)
 tmp="$(mktemp -d)"
+# The JavaCPP CUDA presets (built against CUDA 13.1): do they load on this box's CUDA, and can they drive and time our
+# kernel? In its own JVM (a binding this CUDA lacks would end the process), never fatal; finding in $name.presets.json.
+if compgen -G "$b/lib/cuda-*.jar" >/dev/null; then
+  LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}${CUDA_HOME:-/usr/local/cuda}/lib64" \
+    "$J" --enable-native-access=ALL-UNNAMED -cp "$CP" ai.aligndistil.bench.CudaPresetsProbe --out "$name.presets.json" \
+    || echo "gpu bench: the CUDA presets probe ended with rc=$? (see its output above)"
+fi
 rm -f "$name.events.jsonl"
 run_jmh() {
   local out="$1"

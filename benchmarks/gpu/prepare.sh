@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares a self-contained bundle to run the GPU tests and benchmarks on a machine that has a CUDA driver but no
-# JDK and no Maven (the project's GPU boxes): a jlink-ed JDK 25 runtime (~45 MB), the project's jar with both native
-# libraries, the test classes and the JUnit console launcher. Run here (the build machine):
-#   benchmarks/gpu/prepare.sh            -> target/gpu-bundle/ (about 60 MB)
+# JDK and no Maven (the project's GPU boxes): a jlink-ed JDK 25 runtime (jdk.tar.xz, 14 MB; 63 MB unpacked by
+# unpack-jdk.sh on the box), the project's jar with both native libraries, the test classes, the JUnit console
+# launcher, JMH and the JavaCPP CUDA presets. Run here (the build machine):
+#   benchmarks/gpu/prepare.sh            -> target/gpu-bundle/ (about 42 MB: well under the 64 MB a device call carries)
 # then, on the GPU machine, from the repository root with target/gpu-bundle carried along:
 #   benchmarks/gpu/run-gpu-tests.sh
 #   benchmarks/gpu/bench.sh                 (the CUDA benchmark suites; JMH is in the bundle too)
@@ -20,11 +21,21 @@ cp target/aligndistil.jar "$out/lib/"
 # JMH and its two dependencies, for the benchmark suites (benchmarks/gpu/bench.sh); the bench classes are in test-classes
 mvn -q -B -ntp dependency:copy-dependencies -DincludeScope=test -DincludeGroupIds=org.openjdk.jmh,net.sf.jopt-simple,org.apache.commons \
   -DexcludeArtifactIds=commons-lang3,commons-io,commons-compress -DoutputDirectory="$out/lib"
+# the JavaCPP CUDA presets (bindings only, about 6 MB) and JavaCPP, for CudaPresetsProbe (bench.sh, verify.sh)
+mvn -q -B -ntp dependency:copy-dependencies -DincludeScope=test -DincludeGroupIds=org.bytedeco -DincludeArtifactIds=cuda,javacpp \
+  -DoutputDirectory="$out/lib"
 echo "$(git rev-parse --short HEAD)$([[ -n "$(git status --porcelain --untracked-files=no)" ]] && echo -dirty)" > "$out/COMMIT"
 # test classes and the few test-scope jars the kernel tests need (JUnit comes with the console launcher)
 cp -r target/test-classes "$out/test-classes"
+# the JDK: jlink-ed uncompressed (xz then compresses the whole better than jlink's zip), native symbol tables
+# stripped (libjvm.so 30 -> 25 MB), packed as jdk.tar.xz; unpack-jdk.sh unpacks it on the box
+jdk_tmp="$(mktemp -d)"
 "$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,java.management,java.xml,jdk.management,jdk.unsupported \
-  --strip-debug --no-header-files --no-man-pages --compress=zip-9 --output "$out/jdk"
+  --strip-debug --no-header-files --no-man-pages --compress=zip-0 --output "$jdk_tmp/jdk"
+find "$jdk_tmp/jdk" -name '*.so' -exec strip --strip-unneeded {} +
+"$jdk_tmp/jdk/bin/java" -version 2>&1 | head -1
+XZ_OPT="-6 -T0" tar -cJf "$out/jdk.tar.xz" -C "$jdk_tmp" jdk
+rm -rf "$jdk_tmp"
 # the native GPU self-test (double-precision host reference; --bench for timing), linked against the same library
 cmake -S native -B target/native-tests -DCMAKE_BUILD_TYPE=Release -DAD_CPU=OFF -DAD_BUILD_TESTS=ON -DAD_OUTPUT_DIR="$PWD/$out/native" >/dev/null
 targets=(fdl_cuda_selftest)
@@ -45,3 +56,5 @@ if command -v nvcc >/dev/null; then
 fi
 readelf -S target/native/libaligndistil_cuda.so | grep -q nv_fatbin && echo "prepare: CUDA library has a fatbin: $(grep -a -o -E 'sm_[0-9]+a?' target/native/libaligndistil_cuda.so | sort -u | tr '\n' ' ')"
 du -sh "$out"
+kb=$(du -sk "$out" | cut -f1)
+(( kb < 56 * 1024 )) || echo "prepare: WARNING: the bundle is $(( kb / 1024 )) MB; a device call carries 64 MB in all, working tree included" >&2

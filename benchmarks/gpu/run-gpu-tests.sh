@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 b=target/gpu-bundle
+benchmarks/gpu/unpack-jdk.sh "$b"
 res="${OUT:-target/gpu-results}"
 mkdir -p "$res"
 # 1. the native self-test of the CUDA library (exit 77 = no GPU)

@@ -10,7 +10,7 @@
 #
 # Inputs: the repository (sources travel with it) and, when present, target/gpu-bundle from benchmarks/gpu/prepare.sh
 # (its native/ holds libaligndistil_cuda.so, fdl_cuda_selftest, fdl_cuda_probe and the fll_* programs, built here;
-# its jdk/ runs the Java steps). Without a bundle the CUDA library and the programs are built on the box with nvcc
+# its jdk.tar.xz, unpacked on the box by unpack-jdk.sh, runs the Java steps). Without a bundle the CUDA library and the programs are built on the box with nvcc
 # (sm_90a; adds about a minute). Steps, each with its own timeout; a failure is recorded and the rest still runs:
 #   build    (only what the bundle lacks) libaligndistil_cuda.so, fdl_cuda_selftest, fdl_cuda_probe, fll_cuda_selftest,
 #            fll_cuda_bench (native/tests/fll_*.cu, when those sources exist: "not built yet" otherwise)
@@ -26,7 +26,8 @@
 #      (defaults: H=1536, V=151936, 16384 tokens, bf16; its JSON lines: ad_fll_cuda ms_median, the same five GEMMs
 #      through cuBLAS, memory peak_extra_bytes vs unfused_bytes);
 #      ncu on one launch of the row kernel (SpeedOfLight, MemoryWorkloadAnalysis; --clock-control none);
-#      torch_bench.py baselines (eager and torch.compile at 4096 tokens, the five GEMMs at 16384 tokens)
+#      torch_bench.py baselines (eager and torch.compile at 4096 tokens, the five GEMMs at 16384 tokens);
+#      CudaPresetsProbe (bundle only): do the JavaCPP CUDA presets load here, and drive and time our kernel
 #   report   verify_report.py: JSON + Markdown into ${OUT:-benchmarks/results} named verify-<date>-<card>-<commit>,
 #            the step logs as verify-logs-<card>.tar.gz, and a table printed LAST, one line per goal of issue 6.
 set -uo pipefail
@@ -49,6 +50,7 @@ done
 
 T0=$(date +%s)
 b=target/gpu-bundle
+[[ $DRY == 1 ]] || benchmarks/gpu/unpack-jdk.sh "$b" || echo "verify: the bundle's JDK did not unpack; Java steps are skipped"
 res="${OUT:-benchmarks/results}"
 W="$(mktemp -d /tmp/verify.XXXXXX)"
 mkdir -p "$W/logs" "$W/bin"
@@ -190,6 +192,10 @@ else
   printf 'ncu\tno tool\t0\t0\tncu not on this box\n' >>"$W/steps.tsv"
 fi
 run_step torch-baselines 150 "PYTHONUNBUFFERED=1 python3 benchmarks/gpu/torch_bench.py baselines $W/baselines.json"
+if [[ $JAVA == 1 ]] && { [[ $DRY == 1 ]] || { [[ -x "$b/jdk/bin/java" ]] && compgen -G "$b/lib/cuda-*.jar" >/dev/null; }; }; then
+  # issue 4: do the JavaCPP CUDA presets (built for CUDA 13.1) load on this box's CUDA, and drive our kernel? Own JVM.
+  run_step presets-probe 45 "LD_LIBRARY_PATH=\$LD_LIBRARY_PATH:${CUDA_HOME:-/usr/local/cuda}/lib64 $b/jdk/bin/java --enable-native-access=ALL-UNNAMED -cp '$b/test-classes:$b/lib/*' ai.aligndistil.bench.CudaPresetsProbe --out $W/presets.json --tokens 1024 --reps 10"
+fi
 if [[ $JMH == 1 && -x "$b/jdk/bin/java" ]]; then
   run_step jmh-events 240 "OUT=$res benchmarks/gpu/bench.sh --events-only"
 fi

@@ -238,12 +238,17 @@ def main(argv):
     os.makedirs(results, exist_ok=True)
     doc = {"suite": "gpu-verify", "card": card, "date": date, "commit": commit, "elapsed_s": elapsed, "steps": st,
            "goals": [{"goal": g, "value": v, "verdict": r} for g, v, r in rows], "measurements": meas}
+    presets = last_json(os.path.join(work, "presets.json"), ("summary",))  # CudaPresetsProbe (issue 4), bundle only
+    if presets:
+        doc["cudaPresets"] = presets
     with open(base + ".json", "w") as f:
         json.dump(doc, f, indent=1)
     md = [f"# GPU verify on {card}", "", f"{date}, commit {commit}, {elapsed if elapsed is not None else '?'} s, `benchmarks/gpu/verify.sh`.", "",
           "| step | rc | s | timeout s | note |", "|---|---|---:|---:|---|"]
     md += [f"| {s['step']} | {s['rc']} | {s['seconds']} | {s['timeout_s']} | {s['note']} |" for s in st]
     md += ["", "| goal | verdict | measured |", "|---|---|---|"] + [f"| {g} | {r} | {v} |" for g, v, r in rows]
+    if presets:
+        md += ["", f"JavaCPP CUDA presets ({presets.get('presets', '?')}, CudaPresetsProbe): {presets['summary']}"]
     md += ["", "Definitions: benchmarks/gpu/verify_report.py (docstring); how to read them: docs/profiling.md."]
     with open(base + ".md", "w") as f:
         f.write("\n".join(md) + "\n")
@@ -255,6 +260,8 @@ def main(argv):
     print("\nsteps:")
     for s in st:
         print(f"  {s['step']:<24} rc={s['rc']:<13} {s['seconds']:>4} s / {s['timeout_s']:>3} s  {s['note']}")
+    if presets:
+        print(f"\nJavaCPP CUDA presets ({presets.get('presets', '?')}): {presets['summary']}")
     print(f"\nissue 6 goals on {card} (commit {commit}):")
     print(table(rows))
     return 0
