@@ -2,11 +2,12 @@
  * fused_distill_loss.c: ad_fdl_cpu and the ad_cpu_* helpers (see aligndistil.h for the contract).
  *
  * The driver validates the problem, scans the mask (n_b per sequence, number of non-empty sequences,
- * selected rows), splits the flat row range [0, B*T) into one contiguous piece per worker holding an equal
- * share of the selected rows, and runs the per-ISA row kernel on each selected row (fused_distill_loss_rows.c).
- * Each worker sums its rows' loss terms in f64, in row order; the partial sums are added in worker order,
- * so the loss is reproducible for a given thread count. Rows not selected get a zero grad row and zero
- * outputs and are never read.
+ * selected rows), cuts the flat row range [0, B*T) into at most AD_TILES tiles of consecutive rows (the cut depends on
+ * B*T only), and the workers claim tiles one at a time from an atomic counter, running the per-ISA row kernel on each
+ * selected row (fused_distill_loss_rows.c). A worker that a noisy neighbour slows down simply claims fewer tiles, so
+ * no thread waits for a fixed share of a slow one. Each tile's loss terms are summed in f64 in row order into its own
+ * slot, and the slots are added in tile order after the join: the loss is bit-identical for every thread count and
+ * every claiming order. Rows not selected get a zero grad row and zero outputs and are never read.
  */
 #include <math.h>
 #include <pthread.h>
@@ -109,10 +110,13 @@ int32_t ad_cpu_get_threads(void) { return ad_pool_default_threads(); }
 
 /* ------------------------------------------------------------------------------------------ driver */
 typedef struct {
-    double loss;
-    int64_t code, token, column;
-    char pad[32]; /* one cache line per worker */
+    int64_t code, token, column, tile; /* the first error this worker met (tile: where; INT64_MAX while none) */
+    char pad[32];                      /* one cache line per worker */
 } ad_worker_result;
+
+/* Tiles of consecutive rows that the workers claim one by one (at most this many per call; their f64 loss slots
+ * live in the job on the caller's stack). */
+#define AD_TILES 1024
 
 typedef struct {
     const ad_fdl_problem* pb;
@@ -120,7 +124,9 @@ typedef struct {
     ad_row_fn row;
     double N;
     atomic_int abort_flag;
-    int64_t starts[AD_POOL_MAX_THREADS + 1];
+    atomic_llong next_tile;        /* the next tile to claim */
+    int64_t ntiles, tile_rows;     /* tile k holds rows [k tile_rows, min(B T, (k + 1) tile_rows)) */
+    double tile_loss[AD_TILES];    /* loss terms of tile k, summed in row order */
     ad_worker_result res[AD_POOL_MAX_THREADS];
 } ad_job;
 
@@ -174,59 +180,63 @@ static void run_rows(void* arg, int w, int nw)
     (void)nw;
     ad_job* J = (ad_job*)arg;
     const ad_fdl_problem* pb = J->pb;
-    const int64_t T = pb->seq, V = pb->vocab;
+    const int64_t T = pb->seq, V = pb->vocab, BT = pb->batch * pb->seq;
     const size_t grow_bytes = (size_t)V * dtype_size(pb->grad_dtype);
     ad_worker_result* out = &J->res[w];
-    double loss = 0.0, row_scale = 0.0;
+    double row_scale = 0.0;
     int64_t cur_b = -1;
     ad_row_io io;
     memset(&io, 0, sizeof io);
-    io.w = J->starts[w] < J->starts[w + 1] ? row_scratch(ad_row_scratch_floats(V)) : NULL;
-    if (J->starts[w] < J->starts[w + 1] && io.w == NULL) {
-        out->code = AD_ERR_OUT_OF_MEMORY;
-        atomic_store_explicit(&J->abort_flag, 1, memory_order_relaxed);
-        out->loss = 0.0;
-        return;
-    }
-    for (int64_t f = J->starts[w]; f < J->starts[w + 1]; f++) {
-        if (atomic_load_explicit(&J->abort_flag, memory_order_relaxed)) break;
-        const int64_t b = f / T, t = f - b * T;
-        void* g = (void*)row_ptr(pb->grad, pb->grad_dtype, pb->grad_stride_b, pb->grad_stride_t, b, t);
-        if (!row_selected(pb, b, t)) {
-            memset(g, 0, grow_bytes);
-            zero_outputs(pb, f);
-            continue;
-        }
-        if (b != cur_b) {
-            cur_b = b;
-            int64_t nb = T;
-            if (pb->mask != NULL) {
-                nb = 0;
-                for (int64_t u = 0; u < T; u++) nb += row_selected(pb, b, u);
+    for (;;) {
+        if (atomic_load_explicit(&J->abort_flag, memory_order_relaxed)) return;
+        const int64_t k = atomic_fetch_add_explicit(&J->next_tile, 1, memory_order_relaxed);
+        if (k >= J->ntiles) return;
+        const int64_t f0 = k * J->tile_rows, f1 = f0 + J->tile_rows < BT ? f0 + J->tile_rows : BT;
+        double loss = 0.0;
+        for (int64_t f = f0; f < f1; f++) {
+            const int64_t b = f / T, t = f - b * T;
+            void* g = (void*)row_ptr(pb->grad, pb->grad_dtype, pb->grad_stride_b, pb->grad_stride_t, b, t);
+            if (!row_selected(pb, b, t)) {
+                memset(g, 0, grow_bytes);
+                zero_outputs(pb, f);
+                continue;
             }
-            row_scale = (pb->length_norm ? 1.0 / (double)nb : 1.0) / J->N;
+            int rc = AD_OK;
+            if (io.w == NULL && (io.w = row_scratch(ad_row_scratch_floats(V))) == NULL) rc = AD_ERR_OUT_OF_MEMORY;
+            if (rc == AD_OK) {
+                if (b != cur_b) {
+                    cur_b = b;
+                    int64_t nb = T;
+                    if (pb->mask != NULL) {
+                        nb = 0;
+                        for (int64_t u = 0; u < T; u++) nb += row_selected(pb, b, u);
+                    }
+                    row_scale = (pb->length_norm ? 1.0 / (double)nb : 1.0) / J->N;
+                }
+                io.s = row_ptr(pb->student, pb->student_dtype, pb->student_stride_b, pb->student_stride_t, b, t);
+                io.d = row_ptr(pb->dpo, pb->dpo_dtype, pb->dpo_stride_b, pb->dpo_stride_t, b, t);
+                io.r = J->P.use_second ? row_ptr(pb->second, pb->second_dtype, pb->second_stride_b, pb->second_stride_t, b, t) : NULL;
+                io.g = g;
+                io.row_scale = row_scale;
+                io.bad_column = -1;
+                rc = J->row(&J->P, &io);
+            }
+            if (rc != AD_OK) { /* tiles are claimed in increasing order: this worker's first error is its lowest */
+                out->code = rc;
+                out->token = f;
+                out->column = rc == AD_ERR_NONFINITE ? io.bad_column : -1;
+                out->tile = k;
+                atomic_store_explicit(&J->abort_flag, 1, memory_order_relaxed);
+                return;
+            }
+            const double tl = io.coef * io.kl;
+            loss += tl * row_scale;
+            if (pb->weight) pb->weight[f] = (float)io.alpha;
+            if (pb->token_loss) pb->token_loss[f] = (float)tl;
+            if (pb->metrics) for (int m = 0; m < AD_FDL_METRICS; m++) pb->metrics[f * AD_FDL_METRICS + m] = (float)io.metrics[m];
         }
-        io.s = row_ptr(pb->student, pb->student_dtype, pb->student_stride_b, pb->student_stride_t, b, t);
-        io.d = row_ptr(pb->dpo, pb->dpo_dtype, pb->dpo_stride_b, pb->dpo_stride_t, b, t);
-        io.r = J->P.use_second ? row_ptr(pb->second, pb->second_dtype, pb->second_stride_b, pb->second_stride_t, b, t) : NULL;
-        io.g = g;
-        io.row_scale = row_scale;
-        io.bad_column = -1;
-        const int rc = J->row(&J->P, &io);
-        if (rc != AD_OK) {
-            out->code = rc;
-            out->token = f;
-            out->column = rc == AD_ERR_NONFINITE ? io.bad_column : -1;
-            atomic_store_explicit(&J->abort_flag, 1, memory_order_relaxed);
-            break;
-        }
-        const double tl = io.coef * io.kl;
-        loss += tl * row_scale;
-        if (pb->weight) pb->weight[f] = (float)io.alpha;
-        if (pb->token_loss) pb->token_loss[f] = (float)tl;
-        if (pb->metrics) for (int k = 0; k < AD_FDL_METRICS; k++) pb->metrics[f * AD_FDL_METRICS + k] = (float)io.metrics[k];
+        J->tile_loss[k] = loss;
     }
-    out->loss = loss;
 }
 
 /* Zeroes every grad row (unless in place) and every optional output. */
@@ -280,7 +290,7 @@ int32_t ad_fdl_cpu(const ad_fdl_problem* pb, ad_fdl_status* st, int32_t threads)
         return AD_ERR_INVALID_ARGUMENT;
     }
 
-    ad_job J; /* ~18 KB on the caller's stack; nothing on the heap */
+    ad_job J; /* ~26 KB on the caller's stack; nothing on the heap */
     J.pb = pb;
     ad_row_params* P = &J.P;
     P->vocab = pb->vocab;
@@ -347,26 +357,14 @@ int32_t ad_fdl_cpu(const ad_fdl_problem* pb, ad_fdl_status* st, int32_t threads)
         nw = ad_pool_acquire(nw);
         if (nw < 2) nw = 1; /* busy (another call is running) or no worker could start: run here */
     }
-    J.starts[0] = 0;
-    J.starts[nw] = BT;
-    if (nw > 1) { /* starts[w] = flat index of selected row number floor(w * selected / nw) */
-        int w = 1;
-        int64_t next = selected / nw, cnt = 0;
-        for (int64_t f = 0; f < BT && w < nw; f++) {
-            const int64_t b = f / T;
-            if (!row_selected(pb, b, f - b * T)) continue;
-            while (w < nw && cnt == next) {
-                J.starts[w++] = f;
-                next = (int64_t)((__int128)selected * w / nw);
-            }
-            cnt++;
-        }
-    }
+    J.tile_rows = (BT + AD_TILES - 1) / AD_TILES; /* depends on B*T only: the loss does not depend on nw */
+    J.ntiles = (BT + J.tile_rows - 1) / J.tile_rows;
+    atomic_init(&J.next_tile, 0);
     for (int w = 0; w < nw; w++) {
-        J.res[w].loss = 0.0;
         J.res[w].code = AD_OK;
         J.res[w].token = -1;
         J.res[w].column = -1;
+        J.res[w].tile = INT64_MAX;
     }
     if (nw == 1) {
         run_rows(&J, 0, 1);
@@ -375,15 +373,14 @@ int32_t ad_fdl_cpu(const ad_fdl_problem* pb, ad_fdl_status* st, int32_t threads)
         ad_pool_release();
     }
 
-    int64_t code = AD_OK, token = -1, column = -1;
-    double loss = 0.0;
-    for (int w = 0; w < nw; w++) {
-        if (J.res[w].code != AD_OK && code == AD_OK) {
+    int64_t code = AD_OK, token = -1, column = -1, tile = INT64_MAX;
+    for (int w = 0; w < nw; w++) { /* the error met in the lowest tile */
+        if (J.res[w].code != AD_OK && J.res[w].tile < tile) {
+            tile = J.res[w].tile;
             code = J.res[w].code;
             token = J.res[w].token;
             column = J.res[w].column;
         }
-        loss += J.res[w].loss;
     }
     if (code != AD_OK) {
         zero_everything(pb, in_place);
@@ -392,6 +389,8 @@ int32_t ad_fdl_cpu(const ad_fdl_problem* pb, ad_fdl_status* st, int32_t threads)
         st->column = column;
         return (int32_t)code;
     }
+    double loss = 0.0;
+    for (int64_t k = 0; k < J.ntiles; k++) loss += J.tile_loss[k];
     st->loss = loss;
     return AD_OK;
 }
