@@ -123,7 +123,7 @@ typedef struct {
     ad_row_params P;
     ad_row_fn row;
     double N;
-    atomic_int abort_flag;
+    atomic_llong error_tile;       /* lowest tile in which a row failed so far (INT64_MAX: none) */
     atomic_llong next_tile;        /* the next tile to claim */
     int64_t ntiles, tile_rows;     /* tile k holds rows [k tile_rows, min(B T, (k + 1) tile_rows)) */
     double tile_loss[AD_TILES];    /* loss terms of tile k, summed in row order */
@@ -188,12 +188,16 @@ static void run_rows(void* arg, int w, int nw)
     ad_row_io io;
     memset(&io, 0, sizeof io);
     for (;;) {
-        if (atomic_load_explicit(&J->abort_flag, memory_order_relaxed)) return;
+        /* after an error no tile is claimed: every later claim would be a higher tile than the failed one */
+        if (atomic_load_explicit(&J->error_tile, memory_order_relaxed) != INT64_MAX) return;
         const int64_t k = atomic_fetch_add_explicit(&J->next_tile, 1, memory_order_relaxed);
         if (k >= J->ntiles) return;
         const int64_t f0 = k * J->tile_rows, f1 = f0 + J->tile_rows < BT ? f0 + J->tile_rows : BT;
         double loss = 0.0;
         for (int64_t f = f0; f < f1; f++) {
+            /* a lower tile failed: this one cannot hold the first bad row, stop. A higher tile's failure does not stop
+             * this one, which may still find a bad row before it (the error reported is the first in row order). */
+            if (atomic_load_explicit(&J->error_tile, memory_order_relaxed) < k) return;
             const int64_t b = f / T, t = f - b * T;
             void* g = (void*)row_ptr(pb->grad, pb->grad_dtype, pb->grad_stride_b, pb->grad_stride_t, b, t);
             if (!row_selected(pb, b, t)) {
@@ -226,7 +230,9 @@ static void run_rows(void* arg, int w, int nw)
                 out->token = f;
                 out->column = rc == AD_ERR_NONFINITE ? io.bad_column : -1;
                 out->tile = k;
-                atomic_store_explicit(&J->abort_flag, 1, memory_order_relaxed);
+                long long low = atomic_load_explicit(&J->error_tile, memory_order_relaxed);
+                while (k < low && !atomic_compare_exchange_weak_explicit(&J->error_tile, &low, k, memory_order_relaxed, memory_order_relaxed)) {
+                }
                 return;
             }
             const double tl = io.coef * io.kl;
@@ -351,7 +357,7 @@ int32_t ad_fdl_cpu(const ad_fdl_problem* pb, ad_fdl_status* st, int32_t threads)
     if (nt > AD_POOL_MAX_THREADS) nt = AD_POOL_MAX_THREADS;
     if (nt > selected) nt = selected;
     if ((double)selected * (double)pb->vocab < 65536.0) nt = 1; /* too small to be worth a wake-up */
-    atomic_init(&J.abort_flag, 0);
+    atomic_init(&J.error_tile, INT64_MAX);
     int nw = (int)nt;
     if (nw > 1) {
         nw = ad_pool_acquire(nw);
