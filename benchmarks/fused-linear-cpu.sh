@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fused-linear loss on the CPU (issue 6): FusedLinearLoss (chunked head matmuls + native row kernel) against the
+# Fused-linear loss on the CPU (issue 6): ChunkedFusedLinearLoss (chunked head matmuls + native row kernel) against the
 # unfused head path (full [N, V] logits + FusedDistillLoss + autograd), wall time and peak extra memory.
 #
 #   benchmarks/fused-linear-cpu.sh                 N=256, H=896, V=151936 (Qwen2.5-0.5B head), f32, chunks 64 and 256,

@@ -59,10 +59,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* ai.aligndistil.kernel.FusedLinearLoss.Layout describes this struct by byte offsets. */
+/* ai.aligndistil.kernel.CudaFusedLinearLoss.Layout describes this struct by byte offsets. */
 static_assert(sizeof(ad_fll_problem) == 264 && offsetof(ad_fll_problem, d_student_hidden) == 160 &&
                   offsetof(ad_fll_problem, variant) == 192 && offsetof(ad_fll_problem, chunk_tokens) == 256,
-              "ad_fll_problem layout changed: update FusedLinearLoss.Layout");
+              "ad_fll_problem layout changed: update CudaFusedLinearLoss.Layout");
 
 /* ------------------------------------------------------------------------------------------------ */
 /* The part of the cuBLAS API used here, declared by hand (values from cublas_api.h / library_types.h) */

@@ -26,12 +26,12 @@ import ai.aligndistil.io.Json;
 import ai.aligndistil.kernel.DType;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.LossConfig;
-import ai.aligndistil.model.FusedLinearLoss;
+import ai.aligndistil.model.ChunkedFusedLinearLoss;
 import ai.aligndistil.model.Tensors;
 import ai.aligndistil.model.TorchRuntime;
 
 /**
- * CPU measurement of {@link FusedLinearLoss} against the unfused head path (benchmarks/fused-linear-cpu.sh).
+ * CPU measurement of {@link ChunkedFusedLinearLoss} against the unfused head path (benchmarks/fused-linear-cpu.sh).
  * Not a JMH benchmark: each variant runs in a fresh JVM so its peak memory can be read from the kernel.
  * <pre>
  *   FusedLinearLossBench run --variant unfused|fused [--chunk C] [--tokens N] [--hidden H] [--vocab V] [--reps R] [--warmup W]
@@ -42,7 +42,7 @@ import ai.aligndistil.model.TorchRuntime;
  * The operation in both variants: the student head logits {@code Xs Ws^T} with gradients for Xs and Ws, the
  * two teachers from hidden states and heads, the aligndistil loss (f32, every row selected). Unfused = what
  * {@code DistillStage.microStep} does with the head ({@code torch.linear}, as {@code CausalLM.forward}): three full [N, V] logits, an [N, V] gradient from
- * FusedDistillLoss, {@code logits.backward(grad)} (autograd computes dXs, dWs). Fused = {@code FusedLinearLoss.run}
+ * FusedDistillLoss, {@code logits.backward(grad)} (autograd computes dXs, dWs). Fused = {@code ChunkedFusedLinearLoss.run}
  * (dX, dW f32). Peak extra memory: before the first call the process resets its resident-set high-water mark
  * ({@code 5 > /proc/self/clear_refs}) and reads VmRSS; after the last call it reads VmHWM; the difference is the
  * most memory the calls (warm-up included, so a cached workspace counts) ever added on top of the inputs. The script
@@ -90,7 +90,7 @@ public final class FusedLinearLossBench {
         Tensor xd = torch.randn(1, n, h), wd = torch.randn(v, h).mul_(Tensors.scalar(2 / Math.sqrt(h)));
         Tensor x2 = torch.randn(1, n, h), w2 = torch.randn(v, h).mul_(Tensors.scalar(2 / Math.sqrt(h)));
         FusedDistillLoss rowLoss = FusedDistillLoss.create(cfg);
-        FusedLinearLoss fl = variant.equals("fused") ? new FusedLinearLoss(cfg, chunk) : null;
+        ChunkedFusedLinearLoss fl = variant.equals("fused") ? new ChunkedFusedLinearLoss(cfg, chunk) : null;
         try (PointerScope warm = new PointerScope()) {
             torch.mm(torch.randn(64, 64), torch.randn(64, 64)); // start the thread pools before the baseline
         }
@@ -103,7 +103,7 @@ public final class FusedLinearLossBench {
             long t0 = System.nanoTime();
             try (PointerScope s = new PointerScope()) {
                 if (fl != null) {
-                    FusedLinearLoss.Result r = fl.run(xs, ws, FusedLinearLoss.Teacher.hidden(xd, wd), FusedLinearLoss.Teacher.hidden(x2, w2), null);
+                    ChunkedFusedLinearLoss.Result r = fl.run(xs, ws, ChunkedFusedLinearLoss.Teacher.hidden(xd, wd), ChunkedFusedLinearLoss.Teacher.hidden(x2, w2), null);
                     loss = r.loss();
                 } else {
                     loss = unfused(rowLoss, xs, ws, xd, wd, x2, w2);
@@ -193,7 +193,7 @@ public final class FusedLinearLossBench {
         StringBuilder md = new StringBuilder();
         md.append("# Fused-linear loss on the CPU: chunked vs unfused head path\n\n");
         md.append("Operation: aligndistil loss of the student head `Xs Ws^T` with dXs and dWs, teachers from hidden states + heads, f32, every row selected. ");
-        md.append("Unfused = three full [N, V] logits + [N, V] gradient + autograd (the trainer's default path); fused = `FusedLinearLoss` (chunks of C rows). ");
+        md.append("Unfused = three full [N, V] logits + [N, V] gradient + autograd (the trainer's default path); fused = `ChunkedFusedLinearLoss` (chunks of C rows). ");
         md.append("Time: median of every timed call over all forks (warm-up calls excluded). Peak extra memory: VmHWM minus VmRSS after resetting the ");
         md.append("high-water mark (`/proc/self/clear_refs`) just before the first call, median over forks; one fresh JVM per fork.\n\n");
         if (o.containsKey("meta")) md.append("Run: ").append(o.get("meta").replace(",", ", ")).append("\n\n");

@@ -58,10 +58,10 @@ public final class Main {
                 case "replay" -> ReplayCommand.run(rest, out);
                 case "demo" -> rest.length > 0 && rest[0].equals("--replay")
                         ? DemoCommand.run(Arrays.copyOfRange(rest, 1, rest.length), out)
-                        : ai.aligndistil.pipeline.PipelineCommands.run("demo", rest, out, err);
-                case "logits" -> ai.aligndistil.model.LogitsCommand.run(rest, out, err);
+                        : ai.aligndistil.cli.PipelineCommands.run("demo", rest, out, err);
+                case "logits" -> ai.aligndistil.cli.LogitsCommand.run(rest, out, err);
                 case "task", "task-pairs", "sft", "dpo", "distill", "eval" ->
-                        ai.aligndistil.pipeline.PipelineCommands.run(cmd, rest, out, err);
+                        ai.aligndistil.cli.PipelineCommands.run(cmd, rest, out, err);
                 case "diagnose" -> diagnose(out);
                 case "version", "--version" -> {
                     out.println("aligndistil " + version());
@@ -77,6 +77,10 @@ public final class Main {
             err.println("aligndistil " + e.getMessage());
             if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);
             return e.exitCode();
+        } catch (ai.aligndistil.pipeline.config.PipelineException e) {
+            err.println("aligndistil " + e.getMessage());
+            if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);
+            return e.usage() ? CliException.USAGE : CliException.FAILURE;
         } catch (RuntimeException | OutOfMemoryError e) {
             err.println("aligndistil " + cmd + ": " + e.getClass().getSimpleName() + ": " + e.getMessage());
             if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);

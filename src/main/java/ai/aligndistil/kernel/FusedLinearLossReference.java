@@ -1,7 +1,7 @@
 package ai.aligndistil.kernel;
 
 /**
- * The ground truth of {@link FusedLinearLoss}: the UNFUSED computation in plain double-precision loops, written
+ * The ground truth of {@link CudaFusedLinearLoss}: the UNFUSED computation in plain double-precision loops, written
  * to be obviously correct rather than fast. Full logits {@code zs = Xs Ws^T} (and the teachers', unless given as
  * logits), the fused distill loss of {@link FusedDistillLossReference} with its own normalisation (1/n_b, 1/N),
  * {@code G = d loss / d zs}, then {@code dXs = G Ws} and {@code dWs = dWs0 + G^T Xs}. Row-major arrays:

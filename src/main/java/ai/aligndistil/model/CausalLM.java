@@ -18,6 +18,7 @@ import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
+import ai.aligndistil.tools.RandomCheckpoint;
 
 /**
  * A decoder-only transformer with the numerics of Hugging Face's {@code Qwen2ForCausalLM} and
@@ -207,7 +208,7 @@ public final class CausalLM extends Module {
     /**
      * The final hidden states [B, T, H] (after the final RMSNorm, before the LM head) of a batch without a
      * cache: {@code forward(ids, mask)} is {@code linear(forwardHidden(ids, mask), headWeight())}. Used by the
-     * fused-linear loss ({@link FusedLinearLoss}), which applies the head chunk by chunk.
+     * fused-linear loss ({@link ChunkedFusedLinearLoss}), which applies the head chunk by chunk.
      */
     public Tensor forwardHidden(Tensor ids, Tensor attentionMask) { return forwardHidden(ids, attentionMask, null); }
 

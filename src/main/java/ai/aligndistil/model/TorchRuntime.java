@@ -12,6 +12,7 @@ import java.util.logging.Logger;
 
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.pytorch.global.torch;
+import ai.aligndistil.cli.LogitsCommand;
 
 /**
  * The one place that brings libtorch up: call {@link #init()} before any other torch use.

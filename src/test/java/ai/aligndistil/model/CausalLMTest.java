@@ -26,7 +26,7 @@ import ai.aligndistil.io.Json;
 import ai.aligndistil.io.Safetensors;
 
 @SuppressWarnings("try")
-class CausalLMTest {
+public class CausalLMTest {
     static final int V = 300;
 
     @TempDir Path tmp;
@@ -35,7 +35,7 @@ class CausalLMTest {
     static final long[][] IDS = {{5, 17, 42, 250, 7, 99, 123, 31}, {0, 0, 0, 88, 12, 201, 64, 3}};
     static final long[][] MASK = {{1, 1, 1, 1, 1, 1, 1, 1}, {0, 0, 0, 1, 1, 1, 1, 1}};
 
-    static float[][] logits(CausalLM m, long[][] ids, long[][] mask) {
+    public static float[][] logits(CausalLM m, long[][] ids, long[][] mask) {
         try (PointerScope s = new PointerScope(); InferenceMode im = new InferenceMode()) {
             Tensor out = m.forward(Tensors.longs(ids), mask == null ? null : Tensors.longs(mask));
             assertTrue(out.is_contiguous());
