@@ -36,6 +36,7 @@ public final class Options {
         final String stage;
         final Map<String, String> defaults = new LinkedHashMap<>();
         final java.util.Set<String> booleans = new java.util.HashSet<>();
+        final Map<String, String> descriptions = new LinkedHashMap<>();
 
         public Spec(String stage) { this.stage = stage; }
 
@@ -43,6 +44,21 @@ public final class Options {
             defaults.put(name, def == null ? null : String.valueOf(def));
             return this;
         }
+
+        /** A valued option with its help text (what it does, its unit; the default is shown by the help itself). */
+        public Spec value(String name, Object def, String description) {
+            descriptions.put(name, description);
+            return value(name, def);
+        }
+
+        /** A boolean flag ({@code --name} / {@code --no-name}) with its help text. */
+        public Spec flag(String name, boolean def, String description) {
+            descriptions.put(name, description);
+            return flag(name, def);
+        }
+
+        /** The help text of an option, or null where none was declared. */
+        public String description(String name) { return descriptions.get(name); }
 
         public Spec flag(String name, boolean def) {
             defaults.put(name, Boolean.toString(def));
