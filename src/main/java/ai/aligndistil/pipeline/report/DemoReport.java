@@ -25,20 +25,25 @@ public final class DemoReport {
         this.runs = runs;
     }
 
-    /** A run's curve: arrays of step, reward, kl_init. */
-    record Curve(double[] step, double[] reward, double[] kl) {
+    /** A run's curve: arrays of step, reward, kl_init, and the reward's standard deviation over the curve prompts (null where not recorded). */
+    record Curve(double[] step, double[] reward, double[] kl, double[] rewardStd) {
+        Curve(double[] step, double[] reward, double[] kl) { this(step, reward, kl, null); }
+
         int size() { return step.length; }
     }
 
     Curve curve(String run) throws IOException {
         List<Map<String, Object>> rows = JsonLines.read(models.resolve(run).resolve("curve.jsonl"));
-        double[] s = new double[rows.size()], r = new double[rows.size()], k = new double[rows.size()];
+        double[] s = new double[rows.size()], r = new double[rows.size()], k = new double[rows.size()], sd = new double[rows.size()];
+        boolean hasStd = !rows.isEmpty();
         for (int i = 0; i < rows.size(); i++) {
             s[i] = num(rows.get(i).get("step"));
             r[i] = num(rows.get(i).get("reward"));
             k[i] = num(rows.get(i).get("kl_init"));
+            sd[i] = num(rows.get(i).get("reward_std"));
+            hasStd &= Double.isFinite(sd[i]);
         }
-        return new Curve(s, r, k);
+        return new Curve(s, r, k, hasStd ? sd : null);
     }
 
     static double num(Object o) { return o instanceof Number n ? n.doubleValue() : Double.NaN; }
@@ -50,11 +55,13 @@ public final class DemoReport {
     }
 
     public void charts() throws IOException {
-        LineChart byStep = new LineChart("True reward of samples during training", "optimiser step", "true reward (mean over the curve prompts)");
-        LineChart byKl = new LineChart("True reward versus KL to the initial policy (training curves)", "KL(policy || initial), sequence level", "true reward");
+        Charts byStep = Charts.lines("True reward of samples during training (error bars: one standard deviation over the curve prompts)",
+                "optimiser step", "true reward (task score units, mean over the curve prompts)");
+        Charts byKl = Charts.lines("True reward versus KL to the initial policy (training curves)",
+                "KL(policy || initial), sequence level (nats)", "true reward (task score units)");
         for (String r : curveRuns()) {
             Curve c = curve(r);
-            byStep.add(r, c.step(), c.reward());
+            byStep.add(r, c.step(), c.reward(), c.rewardStd());
             byKl.add(r, c.kl(), c.reward());
         }
         byStep.write(dir.resolve("charts").resolve("reward_vs_step.png"), 900, 520);
