@@ -3,8 +3,7 @@ package ai.aligndistil.kernel;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.charset.StandardCharsets;
-import java.util.logging.Level;
-import java.util.logging.Logger;
+import java.lang.System.Logger.Level;
 
 /**
  * NVTX ranges and CUDA profiler control from Java, for Nsight Systems and Nsight Compute (docs/profiling.md).
@@ -33,7 +32,7 @@ public final class Nvtx {
     /** The system property that turns the ranges on or off: {@code auto} (default), {@code true}, {@code false}. */
     public static final String PROPERTY = "aligndistil.nvtx";
 
-    private static final Logger LOG = Logger.getLogger("ai.aligndistil");
+    private static final System.Logger LOG = System.getLogger("ai.aligndistil");
     private static final String STATUS;
     private static final boolean ENABLED;
 

@@ -19,15 +19,6 @@ import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
  * Hugging Face. No truncation, no padding.
  */
 public final class HfTokenizer implements AutoCloseable {
-    static {
-        // DJL logs through SLF4J; without a provider SLF4J prints a three-line warning on stderr. Pick the
-        // no-op provider unless the application chose one.
-        if (System.getProperty("slf4j.provider") == null) {
-            System.setProperty("slf4j.provider", "org.slf4j.helpers.NOP_FallbackServiceProvider");
-            if (System.getProperty("slf4j.internal.verbosity") == null) System.setProperty("slf4j.internal.verbosity", "WARN");
-        }
-    }
-
     private final HuggingFaceTokenizer tokenizer;
     private final Map<String, Long> addedTokens;
     private final Path file;

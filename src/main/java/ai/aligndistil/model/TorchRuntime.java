@@ -8,11 +8,9 @@ import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
 import java.util.Optional;
-import java.util.logging.Logger;
 
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.pytorch.global.torch;
-import ai.aligndistil.cli.LogitsCommand;
 
 /**
  * The one place that brings libtorch up: call {@link #init()} before any other torch use.
@@ -27,7 +25,7 @@ import ai.aligndistil.cli.LogitsCommand;
  * {@code OutOfMemoryError: Physical memory usage is too high} even though a model's weights and activations
  * legitimately live outside the Java heap) by setting {@code org.bytedeco.javacpp.maxPhysicalBytes=0} unless the
  * property is already set. This only works when {@link #init()} runs before the first JavaCPP {@code Pointer}
- * is created ({@link HfCheckpoint#load} and {@link LogitsCommand} make sure of that); launchers should pass
+ * is created ({@link HfCheckpoint#load} and the logits command make sure of that); launchers should pass
  * {@code -Dorg.bytedeco.javacpp.maxPhysicalBytes=0} themselves to be safe. Memory stays bounded by the
  * one-{@code PointerScope}-per-step discipline instead.
  *
@@ -37,7 +35,7 @@ import ai.aligndistil.cli.LogitsCommand;
  */
 @SuppressWarnings("restricted")
 public final class TorchRuntime {
-    private static final Logger LOG = Logger.getLogger(TorchRuntime.class.getName());
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(TorchRuntime.class);
     private static volatile boolean started;
     private static int threads;
 
