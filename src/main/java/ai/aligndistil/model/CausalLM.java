@@ -18,7 +18,6 @@ import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
-import ai.aligndistil.tools.RandomCheckpoint;
 
 /**
  * A decoder-only transformer with the numerics of Hugging Face's {@code Qwen2ForCausalLM} and
@@ -137,7 +136,7 @@ public final class CausalLM extends Module {
     /**
      * Fills every parameter with random values (deterministic for a seed): matrices N(0, std²), biases
      * N(0, std²), norm weights 1 + N(0, std²) so tests exercise them. Used by tests and
-     * {@link RandomCheckpoint}.
+     * {@code ai.aligndistil.tools.RandomCheckpoint}.
      */
     public CausalLM initRandom(long seed, double std) {
         if (backing != null) throw new IllegalStateException("the weights of a memory-mapped model are read-only");

@@ -52,16 +52,24 @@ public final class DistillStage {
     private DistillStage() {}
 
     /** NVTX ranges distill/* (push/pop pairs: an exception leaves one open, which only shows in the profile of a failed step). */
-    private static final StepRanges NV = StepRanges.DISTILL;
 
     public static Options.Spec spec() {
         return Stage.common("distill")
-                .value("mode", "off-policy").value("variant", "aligndistil")
-                .value("dpo", null).value("reverse-dpo", null).value("ref", null)
-                .value("beta", 0.1).value("beta2", null).value("epsilon", 1e-3)
-                .value("temperature", 1.0).value("student-temperature", 1.0).flag("length-norm", true)
-                .value("positions", "paper").value("gen-batch", 64)
-                .flag("fused-linear", false).value("fused-linear-chunk", 0);
+                .value("mode", "off-policy", "off-policy (distil on the data's chosen responses) or on-policy (on responses sampled from the student)")
+                .value("variant", "aligndistil", "loss: aligndistil | contrast (constant weight) | adaptive | theorem1 | gkd (plain reverse KL to the DPO model)")
+                .value("dpo", null, "the DPO model folder (the first teacher); required")
+                .value("reverse-dpo", null, "the reverse-DPO model folder (second teacher of aligndistil and contrast)")
+                .value("ref", null, "the reference model folder (second teacher of adaptive and theorem1; default: --model)")
+                .value("beta", 0.1, "DPO beta of the teachers' implicit reward (official: 0.1)")
+                .value("beta2", null, "weight of the logit extrapolation; unset: 10 off-policy, 15 on-policy (official scripts)")
+                .value("epsilon", 1e-3, "floor of the adaptive token weight (official: 1e-3)")
+                .value("temperature", 1.0, "teacher temperature (gkd ignores it)")
+                .value("student-temperature", 1.0, "student temperature (the official on-policy trainer at T != 1: set both to T)")
+                .flag("length-norm", true, "divide each sequence's loss by its selected rows (--no-length-norm: sum over rows)")
+                .value("positions", "paper", "logit rows distilled: paper (P-1..S-2), official, official-off-policy, official-on-policy (docs/pipeline.md)")
+                .value("gen-batch", 64, "prompts per sampling batch on-policy (memory, not results)")
+                .flag("fused-linear", false, "apply the three LM heads chunk by chunk with the fused loss (ChunkedFusedLinearLoss): no [tokens, V] logits")
+                .value("fused-linear-chunk", 0, "token rows per chunk with --fused-linear; 0: -Daligndistil.fusedLinear.chunk, else 256 on CPU, 1024 on CUDA");
     }
 
     /** Per-micro-batch sums the step reports as metrics (spec 5). */
@@ -84,10 +92,10 @@ public final class DistillStage {
                                    Seqs.Positions pos, double divisor, Sums sums) {
         long b = p.rows(), t = p.width();
         try (Arena arena = Arena.ofConfined()) {
-            NV.forwardStudent.push();
+            StepRanges.DISTILL.forwardStudent.push();
             Tensor logits = student.forward(p.ids());
             Nvtx.pop();
-            NV.forwardTeachers.push();
+            StepRanges.DISTILL.forwardTeachers.push();
             Tensor dLogits = dpo.forwardInference(p.ids(), null).contiguous();
             Tensor sLogits = second == null ? null : second.forwardInference(p.ids(), null).contiguous();
             Nvtx.pop();
@@ -99,7 +107,7 @@ public final class DistillStage {
             MemorySegment w = arena.allocate(ValueLayout.JAVA_FLOAT, b * t);
             MemorySegment met = arena.allocate(ValueLayout.JAVA_FLOAT, b * t * 3);
             double loss;
-            NV.loss.push();
+            StepRanges.DISTILL.loss.push();
             try (FusedDistillLoss.Batch batch = fused.newBatch(b, t, v)) {
                 batch.student(Tensors.segment(logits), dt).dpo(Tensors.segment(dLogits), dtype(dLogits));
                 if (sLogits != null) batch.second(Tensors.segment(sLogits), dtype(sLogits));
@@ -107,13 +115,13 @@ public final class DistillStage {
                 loss = batch.run();
             }
             Nvtx.pop();
-            NV.backward.push();
+            StepRanges.DISTILL.backward.push();
             logits.backward(grad, new BoolOptional(), false, new TensorArrayRefOptional());
             Nvtx.pop();
             if (sums != null) {
                 sums.loss += loss;
                 addRowSums(sums, b, t, n, mask, w, met);
-                NV.metrics.push();
+                StepRanges.DISTILL.metrics.push();
                 if (sums.teacherMetrics && sLogits != null) teacherMetrics(fused.config().beta(), p, mask, Tensors.segment(dLogits), dtype(dLogits),
                         Tensors.segment(sLogits), dtype(sLogits), v, n, sums);
                 Nvtx.pop();
@@ -132,10 +140,10 @@ public final class DistillStage {
                                               Seqs.Positions pos, double divisor, Sums sums) {
         long b = p.rows(), t = p.width();
         try (Arena arena = Arena.ofConfined()) {
-            NV.forwardStudent.push();
+            StepRanges.DISTILL.forwardStudent.push();
             Tensor hidden = student.forwardHidden(p.ids(), null);
             Nvtx.pop();
-            NV.forwardTeachers.push();
+            StepRanges.DISTILL.forwardTeachers.push();
             ChunkedFusedLinearLoss.Teacher d = ChunkedFusedLinearLoss.Teacher.hidden(dpo.forwardHiddenInference(p.ids(), null), dpo.headWeight());
             ChunkedFusedLinearLoss.Teacher s2 = second == null ? null
                     : ChunkedFusedLinearLoss.Teacher.hidden(second.forwardHiddenInference(p.ids(), null), second.headWeight());
@@ -152,10 +160,10 @@ public final class DistillStage {
             fl.sequenceDivisor(divisor).weights(w).metrics(met).listener(!teacherMetrics ? null : (r0, rows, zd, zr) ->
                     teacherRowMetrics(beta, p, ids, mask, Tensors.segment(zd), dtype(zd), Tensors.segment(zr), dtype(zr), zd.size(1), r0, rows,
                             seqTea, seqTok, tokRows));
-            NV.loss.push();
+            StepRanges.DISTILL.loss.push();
             ChunkedFusedLinearLoss.Result r = fl.run(hidden, student.headWeight(), d, s2, mask);
             Nvtx.pop();
-            NV.backward.push();
+            StepRanges.DISTILL.backward.push();
             hidden.backward(r.dHidden(), new BoolOptional(), false, new TensorArrayRefOptional());
             try (NoGradGuard g = new NoGradGuard()) {
                 Tensor head = student.headWeight();
@@ -347,7 +355,7 @@ public final class DistillStage {
                     ps.add(fp.ids().get(i));
                     idx[k++] = i;
                 }
-                NV.rollout.push();
+                StepRanges.DISTILL.rollout.push();
                 rollout = Sampler.sample(policy, ps, o.integer("generate-max-len"), 1.0, 1.0, rolloutSeed(seed, step), text.eos(), text.pad(), o.integer("gen-batch"));
                 Nvtx.pop();
                 if (task != null) for (int i = 0; i < rollout.size(); i++) {
