@@ -3,13 +3,18 @@ package ai.aligndistil.cli;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.logging.Level;
-import java.util.logging.Logger;
+import java.util.concurrent.Callable;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch.ScalarType;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+import picocli.CommandLine.Model.CommandSpec;
 
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.model.CausalLM;
@@ -27,110 +32,95 @@ import ai.aligndistil.model.TorchRuntime;
  * <p>The model runs in float32 unless {@code --dtype bf16} (whatever the checkpoint's dtype); the output is
  * float32 either way. {@code --text} tokenises the raw text with the folder's {@code tokenizer.json}, adding no
  * special tokens and no chat template; a folder without a tokenizer works with {@code --ids}. The output is
- * written atomically, so a failure leaves no file. Errors print one line on stderr; exit codes: 0 success,
- * 2 usage error, 1 any other failure.
+ * written atomically, so a failure leaves no file. Exit codes: 0 success, 2 usage error (at most two lines),
+ * 1 any other failure (one line).
  */
 @SuppressWarnings("try")
-public final class LogitsCommand {
-    private LogitsCommand() {}
+@Command(name = "logits", sortOptions = false,
+        description = {"One forward pass of a Hugging Face model folder; the logits [T, V] as float32 to a safetensors file.",
+                "--text is tokenised with the folder's tokenizer.json, with no special tokens and no chat template."})
+final class LogitsCommand implements Callable<Integer> {
+    @Option(names = "--model", paramLabel = "DIR",
+            description = "Hugging Face model folder (config.json, model.safetensors; tokenizer.json for --text); required.")
+    Path model;
 
-    static final String USAGE = "usage: aligndistil logits --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype f32|bf16]";
-    /** Held so the level set below is not lost when the logger would otherwise be collected. */
-    private static final Logger RUNTIME_LOG = Logger.getLogger(TorchRuntime.class.getName());
+    @Option(names = "--ids", paramLabel = "ID,ID,...", split = ",",
+            description = "Input token ids, comma-separated (exactly one of --ids and --text).")
+    long[] ids;
 
-    private static final class UsageException extends Exception {
-        private static final long serialVersionUID = 1L;
-        UsageException(String m) { super(m); }
+    @Option(names = "--text", paramLabel = "TEXT", description = "Input text, tokenised with the folder's tokenizer.json (exactly one of --ids and --text).")
+    String text;
+
+    @Option(names = "--out", paramLabel = "FILE",
+            description = "Output safetensors file (tensor 'logits', float32 [T, V]); written atomically, only on success; required.")
+    Path out;
+
+    @Option(names = "--dtype", paramLabel = "f32|bf16", defaultValue = "f32",
+            description = "Dtype the model runs in, whatever the checkpoint's: f32 or bf16 (default: ${DEFAULT-VALUE}); the output is float32.")
+    String dtype;
+
+    @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit.")
+    boolean help;
+
+    @Spec CommandSpec spec;
+
+    private final PrintStream stdout, stderr;
+
+    LogitsCommand(PrintStream stdout, PrintStream stderr) {
+        this.stdout = stdout;
+        this.stderr = stderr;
     }
 
-    private record Args(Path model, long[] ids, String text, Path out, ScalarType dtype) {}
-
-    /** Runs the command with {@code System.out}/{@code System.err}; returns the exit code. */
-    public static int run(String[] args) {
-        return run(args, System.out, System.err);
-    }
-
-    /** Runs the command; returns the exit code (0 ok, 1 failure, 2 usage error). */
+    /** Runs {@code aligndistil logits ARGS}; returns the exit code (0 ok, 1 failure, 2 usage error). */
     public static int run(String[] args, PrintStream out, PrintStream err) {
-        Args a;
+        String[] all = new String[args.length + 1];
+        all[0] = "logits";
+        System.arraycopy(args, 0, all, 1, args.length);
+        return Main.run(all, out, err);
+    }
+
+    @Override
+    public Integer call() {
+        // checked here rather than as picocli's required options, so that an unknown option is the error reported first
+        if (model == null) throw new CommandLine.ParameterException(spec.commandLine(), "missing --model");
+        if (out == null) throw new CommandLine.ParameterException(spec.commandLine(), "missing --out");
+        if ((ids == null) == (text == null)) throw new CommandLine.ParameterException(spec.commandLine(), "give exactly one of --ids and --text");
+        ScalarType dt = switch (dtype) {
+            case "f32" -> ScalarType.Float;
+            case "bf16" -> ScalarType.BFloat16;
+            default -> throw new CommandLine.ParameterException(spec.commandLine(), "--dtype must be f32 or bf16, got '" + dtype + "'");
+        };
         try {
-            a = parse(args);
-        } catch (UsageException e) {
-            err.println("logits: " + e.getMessage() + " (" + USAGE + ")");
-            return 2;
-        }
-        try {
-            ModelConfig config = ModelConfig.read(a.model());
-            HfCheckpoint.inspect(a.model());           // validates names and shapes before any native work
-            long[] ids = a.ids();
-            if (ids == null) {
-                Path tokFile = a.model().resolve("tokenizer.json");
-                if (!Files.isRegularFile(tokFile)) throw new IllegalArgumentException(a.model() + " has no tokenizer.json; use --ids");
+            ModelConfig config = ModelConfig.read(model);
+            HfCheckpoint.inspect(model);           // validates names and shapes before any native work
+            long[] tokens = ids;
+            if (tokens == null) {
+                Path tokFile = model.resolve("tokenizer.json");
+                if (!Files.isRegularFile(tokFile)) throw new IllegalArgumentException(model + " has no tokenizer.json; use --ids");
                 try (HfTokenizer tok = HfTokenizer.load(tokFile)) {
-                    ids = tok.encode(a.text());
+                    tokens = tok.encode(text);
                 }
-                if (ids.length == 0) throw new IllegalArgumentException("--text tokenises to no tokens");
+                if (tokens.length == 0) throw new IllegalArgumentException("--text tokenises to no tokens");
             }
-            for (long id : ids)
+            for (long id : tokens)
                 if (id < 0 || id >= config.vocabSize())
                     throw new IllegalArgumentException("token id " + id + " is outside the vocabulary [0, " + config.vocabSize() + ")");
-            RUNTIME_LOG.setLevel(Level.WARNING);
             TorchRuntime.init();
-            CausalLM model = HfCheckpoint.load(a.model(), a.dtype());
-            int t = ids.length, v = config.vocabSize();
+            CausalLM m = HfCheckpoint.load(model, dt);
+            int t = tokens.length, v = config.vocabSize();
             try (PointerScope s = new PointerScope(); InferenceMode im = new InferenceMode()) {
-                Tensor logits = model.forward(Tensors.fromLongs(ids, 1, t)).to(ScalarType.Float).contiguous();
+                Tensor logits = m.forward(Tensors.fromLongs(tokens, 1, t)).to(ScalarType.Float).contiguous();
                 new Safetensors.Writer()
                         .metadata("format", "pt")
                         .add("logits", Safetensors.DType.F32, new long[] {t, v}, Tensors.segment(logits))
-                        .write(a.out());
+                        .write(out);
             }
-            out.println("logits [" + t + ", " + v + "] (" + Tensors.hfName(a.dtype()) + ") -> " + a.out());
+            stdout.println("logits [" + t + ", " + v + "] (" + Tensors.hfName(dt) + ") -> " + out);
             return 0;
         } catch (Throwable e) {
-            err.println("logits: " + oneLine(e));
+            stderr.println("aligndistil logits: " + oneLine(e));
             return 1;
         }
-    }
-
-    private static Args parse(String[] args) throws UsageException {
-        Path model = null, outFile = null;
-        String ids = null, text = null, dtype = "f32";
-        for (int i = 0; i < args.length; i++) {
-            String k = args[i];
-            if (k.equals("-h") || k.equals("--help")) throw new UsageException("help requested");
-            if (!k.startsWith("--")) throw new UsageException("unexpected argument '" + k + "'");
-            if (i + 1 >= args.length) throw new UsageException(k + " needs a value");
-            String v = args[++i];
-            switch (k) {
-                case "--model" -> model = Path.of(v);
-                case "--ids" -> ids = v;
-                case "--text" -> text = v;
-                case "--out" -> outFile = Path.of(v);
-                case "--dtype" -> dtype = v;
-                default -> throw new UsageException("unknown option " + k);
-            }
-        }
-        if (model == null) throw new UsageException("--model is required");
-        if (outFile == null) throw new UsageException("--out is required");
-        if ((ids == null) == (text == null)) throw new UsageException("give exactly one of --ids and --text");
-        ScalarType dt;
-        if (dtype.equals("f32")) dt = ScalarType.Float;
-        else if (dtype.equals("bf16")) dt = ScalarType.BFloat16;
-        else throw new UsageException("--dtype must be f32 or bf16, got '" + dtype + "'");
-        long[] parsed = null;
-        if (ids != null) {
-            String[] parts = ids.split(",", -1);
-            parsed = new long[parts.length];
-            for (int i = 0; i < parts.length; i++) {
-                try {
-                    parsed[i] = Long.parseLong(parts[i].trim());
-                } catch (NumberFormatException e) {
-                    throw new UsageException("--ids must be comma-separated integers, got '" + parts[i] + "'");
-                }
-            }
-        }
-        return new Args(model, parsed, text, outFile, dt);
     }
 
     /** The first line of an error's message (libtorch messages carry a backtrace), with its type if it has none. */

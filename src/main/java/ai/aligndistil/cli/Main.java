@@ -1,38 +1,59 @@
 package ai.aligndistil.cli;
 
+import java.io.PrintStream;
+import java.io.PrintWriter;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+
+import picocli.AutoComplete;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ScopeType;
+import picocli.CommandLine.Spec;
+
 import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
 import ai.aligndistil.kernel.NativeCpu;
 import ai.aligndistil.kernel.NativeCuda;
-
-import java.io.PrintStream;
-import java.util.Arrays;
-import java.util.logging.Level;
-import java.util.logging.Logger;
+import ai.aligndistil.pipeline.config.PipelineException;
 
 /**
- * The {@code aligndistil} command line. Every failure is one line on stderr and a non-zero exit
- * (2: usage, 1: anything else); {@code -Daligndistil.debug=true} adds the stack trace.
+ * The {@code aligndistil} command line: one picocli root command with a subcommand per job. {@code COMMAND --help}
+ * prints every option with its description and default on stdout (exit 0); a usage error (unknown or malformed
+ * option, missing input, a device that cannot be used) prints at most two lines on stderr and exits 2; a failure
+ * while running prints one line and exits 1 ({@code -Daligndistil.debug=true} adds the stack trace).
+ * {@code -v/--verbose} and {@code -q/--quiet} work before or after the command.
  */
-public final class Main {
-    private Main() {}
+@Command(name = "aligndistil", mixinStandardHelpOptions = true, versionProvider = Main.Version.class, sortOptions = false,
+        usageHelpAutoWidth = true,
+        description = "AlignDistil: token-level distillation toward an extrapolated DPO teacher, with fused CPU and CUDA kernels.",
+        footer = {"", "Run 'aligndistil COMMAND --help' for a command's options. './aligndistil test' runs the test suite (Maven).",
+                "Exit codes: 0 success, 1 failure while running, 2 usage error."})
+public final class Main implements Callable<Integer> {
+    /** Exit code of a usage error. */
+    public static final int USAGE = 2;
+    /** Exit code of a failure while running. */
+    public static final int FAILURE = 1;
 
-    static final String USAGE = """
-            usage: aligndistil COMMAND [options]
-              demo       the main job: the whole AlignDistil pipeline on the built-in task, with a report (demo --help)
-                         (demo --replay: replay a built-in example batch and check the kernel against the reference)
-              replay     loss and gradient of a batch dumped to safetensors (replay --help)
-              logits     one forward pass of a Hugging Face model folder, logits to safetensors (logits --help)
-              task       generate the built-in task (a toy language with a known reward)
-              task-pairs sample and label the built-in task's preference pairs from the initial policy
-              sft        supervised fine-tuning                       (sft --help)
-              dpo        DPO; with --reverse, reverse DPO              (dpo --help)
-              distill    off-/on-policy AlignDistil and its variants   (distill --help)
-              eval       true reward, win rate, KLs, length, reward accuracy (eval --help)
-              diagnose   what this machine offers: backends, native libraries, CPU code path, GPUs
-              test       the whole test suite through Maven (handled by the ./aligndistil launcher)
-              version
-            options before COMMAND: -v / --verbose (log INFO lines, such as the backend choice)""";
+    @Option(names = {"-v", "--verbose"}, scope = ScopeType.INHERIT,
+            description = "Log INFO lines on stderr (the backend choice, library loading, timings); default: warnings and errors only.")
+    boolean verbose;
+
+    @Option(names = {"-q", "--quiet"}, negatable = true, scope = ScopeType.INHERIT,
+            description = "Only errors on stderr, and no progress bars (the stages' --quiet).")
+    Boolean quiet;
+
+    @Spec CommandSpec spec;
+
+    private final PrintStream out, err;
+
+    private Main(PrintStream out, PrintStream err) {
+        this.out = out;
+        this.err = err;
+    }
 
     public static void main(String[] args) {
         System.exit(run(args, System.out, System.err));
@@ -40,52 +61,85 @@ public final class Main {
 
     /** Runs a command and returns its exit code (never calls System.exit: usable from tests). */
     public static int run(String[] args, PrintStream out, PrintStream err) {
-        int i = 0;
-        boolean verbose = false;
-        while (i < args.length && (args[i].equals("-v") || args[i].equals("--verbose"))) {
-            verbose = true;
-            i++;
+        Main root = new Main(out, err);
+        CommandLine cl = commandLine(root);
+        cl.setOut(new PrintWriter(out, true));
+        cl.setErr(new PrintWriter(err, true));
+        cl.setExpandAtFiles(false);
+        cl.setOverwrittenOptionsAllowed(true);   // --no-x --x: the last one wins
+        cl.setParameterExceptionHandler((e, a) -> usageError(e.getCommandLine(), e.getMessage(), err));
+        cl.setExecutionExceptionHandler((e, c, pr) -> failure(e, c, err));
+        cl.setExecutionStrategy(pr -> {
+            Logging.configure(root.verbose, Boolean.TRUE.equals(root.quiet));
+            return new CommandLine.RunLast().execute(pr);
+        });
+        return cl.execute(args);
+    }
+
+    /** The whole command tree (for the help and completion tests, and for {@code completion}). */
+    static CommandLine commandLine(Main root) {
+        CommandLine cl = new CommandLine(root);
+        cl.addSubcommand("demo", PipelineCommands.demo(root));
+        cl.addSubcommand("replay", new CommandLine(new Replay(root)));
+        cl.addSubcommand("logits", new CommandLine(new LogitsCommand(root.out, root.err)));
+        for (String stage : PipelineCommands.STAGES) cl.addSubcommand(stage, PipelineCommands.stage(stage, root));
+        cl.addSubcommand("diagnose", new CommandLine(new Diagnose(root)));
+        cl.addSubcommand("version", new CommandLine(new VersionCommand(root)));
+        cl.addSubcommand("completion", new CommandLine(new Completion(root)));
+        cl.addSubcommand("help", new CommandLine.HelpCommand());
+        return cl;
+    }
+
+    /** A root command writing to {@code out}/{@code err}, for tests of the command tree. */
+    static Main forTest(PrintStream out, PrintStream err) { return new Main(out, err); }
+
+    /** The inherited {@code -q/--quiet}: true or false where given, null where not. */
+    Boolean quiet() { return quiet; }
+
+    PrintStream out() { return out; }
+
+    PrintStream err() { return err; }
+
+    /** Without a command: the usage on stderr, exit 2. */
+    @Override
+    public Integer call() {
+        spec.commandLine().usage(err);
+        return USAGE;
+    }
+
+    /** At most two lines: the message (its first line) and where to look. */
+    static int usageError(CommandLine c, String message, PrintStream err) {
+        String name = c.getCommandSpec().qualifiedName(" ");
+        err.println(name + ": " + firstLine(message));
+        err.println("see '" + name + " --help'");
+        return USAGE;
+    }
+
+    private static int failure(Exception e, CommandLine c, PrintStream err) {
+        if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);
+        if (e instanceof CliException ce) {
+            if (ce.exitCode() == CliException.USAGE) return usageError(c, stripCommand(c, ce.getMessage()), err);
+            err.println("aligndistil " + firstLine(ce.getMessage()));
+            return ce.exitCode();
         }
-        configureLogging(verbose);
-        if (i >= args.length) {
-            err.println(USAGE);
-            return CliException.USAGE;
+        if (e instanceof PipelineException pe) {
+            if (pe.usage()) return usageError(c, stripCommand(c, pe.getMessage()), err);
+            err.println("aligndistil " + firstLine(pe.getMessage()));
+            return FAILURE;
         }
-        String cmd = args[i];
-        String[] rest = Arrays.copyOfRange(args, i + 1, args.length);
-        try {
-            return switch (cmd) {
-                case "replay" -> ReplayCommand.run(rest, out);
-                case "demo" -> rest.length > 0 && rest[0].equals("--replay")
-                        ? DemoCommand.run(Arrays.copyOfRange(rest, 1, rest.length), out)
-                        : ai.aligndistil.cli.PipelineCommands.run("demo", rest, out, err);
-                case "logits" -> ai.aligndistil.cli.LogitsCommand.run(rest, out, err);
-                case "task", "task-pairs", "sft", "dpo", "distill", "eval" ->
-                        ai.aligndistil.cli.PipelineCommands.run(cmd, rest, out, err);
-                case "diagnose" -> diagnose(out);
-                case "version", "--version" -> {
-                    out.println("aligndistil " + version());
-                    yield 0;
-                }
-                case "help", "--help", "-h" -> {
-                    out.println(USAGE);
-                    yield 0;
-                }
-                default -> throw CliException.usage("unknown command '" + cmd + "'\n" + USAGE);
-            };
-        } catch (CliException e) {
-            err.println("aligndistil " + e.getMessage());
-            if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);
-            return e.exitCode();
-        } catch (ai.aligndistil.pipeline.config.PipelineException e) {
-            err.println("aligndistil " + e.getMessage());
-            if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);
-            return e.usage() ? CliException.USAGE : CliException.FAILURE;
-        } catch (RuntimeException | OutOfMemoryError e) {
-            err.println("aligndistil " + cmd + ": " + e.getClass().getSimpleName() + ": " + e.getMessage());
-            if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);
-            return CliException.FAILURE;
-        }
+        err.println(c.getCommandSpec().qualifiedName(" ") + ": " + e.getClass().getSimpleName() + ": " + firstLine(e.getMessage()));
+        return FAILURE;
+    }
+
+    /** "sft: missing --model" under the command sft reads "missing --model" (the usage line names the command). */
+    private static String stripCommand(CommandLine c, String message) {
+        String prefix = c.getCommandName() + ": ";
+        return message != null && message.startsWith(prefix) ? message.substring(prefix.length()) : message;
+    }
+
+    static String firstLine(String m) {
+        if (m == null || m.isBlank()) return "(no message)";
+        return m.strip().lines().findFirst().orElse(m).strip();
     }
 
     static String version() {
@@ -93,30 +147,85 @@ public final class Main {
         return v == null ? "(development build)" : v;
     }
 
-    private static void configureLogging(boolean verbose) {
-        if (System.getProperty("java.util.logging.SimpleFormatter.format") == null)
-            System.setProperty("java.util.logging.SimpleFormatter.format", "%4$s: %5$s%6$s%n");
-        Logger root = Logger.getLogger("");
-        Level level = verbose ? Level.INFO : Level.WARNING;
-        root.setLevel(level);
-        for (var h : root.getHandlers()) h.setLevel(level);
+    /** {@code --version} of the root command. */
+    static final class Version implements CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() { return new String[] {"aligndistil " + version()}; }
     }
 
-    private static int diagnose(PrintStream out) {
-        out.println("aligndistil " + version());
-        out.println("java        " + System.getProperty("java.vm.name") + " " + System.getProperty("java.runtime.version"));
-        out.println("platform    " + ai.aligndistil.kernel.NativeLibraries.platform() + ", " + Runtime.getRuntime().availableProcessors() + " CPUs");
-        for (Backend b : Backend.values()) out.println(String.format("%-11s %s", b.id(), Backends.describe(b)));
-        if (NativeCuda.libraryLoaded() && NativeCuda.deviceCount() > 0) {
-            for (int d = 0; d < NativeCuda.deviceCount(); d++) {
-                long[] info = NativeCuda.deviceInfo(d);
-                out.printf("gpu %d       %s, sm_%d%d, %d SMs, %.1f GiB, L2 %d MiB, driver %d, runtime %d%n", d, NativeCuda.deviceName(d),
-                        info[0], info[1], info[2], info[3] / (double) (1L << 30), info[4] >> 20, info[5], info[6]);
-            }
+    /** {@code version}: the version on stdout. */
+    @Command(name = "version", description = "Print the version.", mixinStandardHelpOptions = false)
+    static final class VersionCommand implements Callable<Integer> {
+        @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit.") boolean help;
+        private final Main root;
+
+        VersionCommand(Main root) { this.root = root; }
+
+        @Override
+        public Integer call() {
+            root.out.println("aligndistil " + version());
+            return 0;
         }
-        out.println("nvtx        " + ai.aligndistil.kernel.Nvtx.status() + " [-D" + ai.aligndistil.kernel.Nvtx.PROPERTY + "=auto|true|false]");
-        out.println("host default backend: " + Backends.hostDefault()
-                + (NativeCpu.available() ? "" : " (native CPU library unavailable: " + NativeCpu.problem() + ")"));
-        return 0;
+    }
+
+    /** {@code completion}: a bash completion script on stdout. */
+    @Command(name = "completion", description = {"Print a bash completion script for aligndistil on stdout.",
+            "Use: source <(./aligndistil completion)  (or save it under /etc/bash_completion.d/)."})
+    static final class Completion implements Callable<Integer> {
+        @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit.") boolean help;
+        private final Main root;
+
+        Completion(Main root) { this.root = root; }
+
+        @Override
+        public Integer call() {
+            root.out.print(AutoComplete.bash("aligndistil", commandLine(new Main(root.out, root.err))));
+            return 0;
+        }
+    }
+
+    /**
+     * {@code replay}: the options are still parsed by {@link ReplayCommand} (its {@code --help} lists them); this
+     * command passes every argument through. To be replaced by the kernel jar's picocli replay command.
+     */
+    @Command(name = "replay", description = {"Loss and gradient of a batch dumped to safetensors, on a chosen backend.",
+            "Every option is passed to the replay command: 'aligndistil replay --help' lists them."})
+    static final class Replay implements Callable<Integer> {
+        @CommandLine.Unmatched List<String> args = new ArrayList<>();
+        private final Main root;
+
+        Replay(Main root) { this.root = root; }
+
+        @Override
+        public Integer call() { return ReplayCommand.run(args.toArray(String[]::new), root.out); }
+    }
+
+    /** {@code diagnose}: what this machine offers. */
+    @Command(name = "diagnose", description = "What this machine offers: backends, native libraries, CPU code path, GPUs, NVTX.")
+    static final class Diagnose implements Callable<Integer> {
+        @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit.") boolean help;
+        private final Main root;
+
+        Diagnose(Main root) { this.root = root; }
+
+        @Override
+        public Integer call() {
+            PrintStream out = root.out;
+            out.println("aligndistil " + version());
+            out.println("java        " + System.getProperty("java.vm.name") + " " + System.getProperty("java.runtime.version"));
+            out.println("platform    " + ai.aligndistil.kernel.NativeLibraries.platform() + ", " + Runtime.getRuntime().availableProcessors() + " CPUs");
+            for (Backend b : Backend.values()) out.println(String.format("%-11s %s", b.id(), Backends.describe(b)));
+            if (NativeCuda.libraryLoaded() && NativeCuda.deviceCount() > 0) {
+                for (int d = 0; d < NativeCuda.deviceCount(); d++) {
+                    long[] info = NativeCuda.deviceInfo(d);
+                    out.printf("gpu %d       %s, sm_%d%d, %d SMs, %.1f GiB, L2 %d MiB, driver %d, runtime %d%n", d, NativeCuda.deviceName(d),
+                            info[0], info[1], info[2], info[3] / (double) (1L << 30), info[4] >> 20, info[5], info[6]);
+                }
+            }
+            out.println("nvtx        " + ai.aligndistil.kernel.Nvtx.status() + " [-D" + ai.aligndistil.kernel.Nvtx.PROPERTY + "=auto|true|false]");
+            out.println("host default backend: " + Backends.hostDefault()
+                    + (NativeCpu.available() ? "" : " (native CPU library unavailable: " + NativeCpu.problem() + ")"));
+            return 0;
+        }
     }
 }

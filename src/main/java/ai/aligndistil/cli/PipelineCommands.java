@@ -3,110 +3,147 @@ package ai.aligndistil.cli;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
-import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
+import java.util.concurrent.Callable;
 
-import ai.aligndistil.cli.CliException;
-import ai.aligndistil.pipeline.stages.TaskFiles;
+import picocli.CommandLine;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Model.OptionSpec;
+import picocli.CommandLine.ParseResult;
+
 import ai.aligndistil.pipeline.config.Options;
 import ai.aligndistil.pipeline.config.PipelineException;
+import ai.aligndistil.pipeline.config.StageCommandLine;
 import ai.aligndistil.pipeline.data.DataFiles;
-import ai.aligndistil.pipeline.profiling.ProfileWindow;
-import ai.aligndistil.pipeline.stages.SftStage;
-import ai.aligndistil.pipeline.stages.DpoStage;
-import ai.aligndistil.pipeline.stages.DistillStage;
-import ai.aligndistil.pipeline.stages.EvalStage;
-import ai.aligndistil.pipeline.stages.TrainLoop;
-import ai.aligndistil.pipeline.report.Report;
 import ai.aligndistil.pipeline.demo.Demo;
+import ai.aligndistil.pipeline.profiling.ProfileWindow;
+import ai.aligndistil.pipeline.report.Report;
+import ai.aligndistil.pipeline.stages.DistillStage;
+import ai.aligndistil.pipeline.stages.DpoStage;
+import ai.aligndistil.pipeline.stages.EvalStage;
+import ai.aligndistil.pipeline.stages.SftStage;
+import ai.aligndistil.pipeline.stages.TaskFiles;
 
-/** The pipeline's commands: task, task-pairs, sft, dpo, distill, eval, demo. */
-public final class PipelineCommands {
+/**
+ * The pipeline's commands (task, task-pairs, sft, dpo, distill, eval, demo), each a picocli command built from the
+ * stage's {@link Options.Spec} by {@link StageCommandLine}: the declaration is the one place an option is named,
+ * described and defaulted.
+ */
+final class PipelineCommands {
     private PipelineCommands() {}
 
-    public static final String USAGE = """
-              task        generate the built-in task (task --out DIR [--seed N])
-              task-pairs  sample and label the built-in task's preference pairs (task-pairs --task DIR --policy SFT_DIR)
-              sft         supervised fine-tuning (sft --model DIR --data FILE --out DIR [--config FILE] [...])
-              dpo         DPO, or reverse DPO with --reverse (dpo --model DIR --data FILE --out DIR [...])
-              distill     AlignDistil (distill --mode off-policy|on-policy --variant aligndistil|contrast|adaptive|theorem1|gkd
-                          --model DIR --dpo DIR --reverse-dpo DIR --data FILE --out DIR [...])
-              eval        true reward, win rate, KLs, length, reward accuracy (eval --models a=DIR,b=DIR --init DIR [...])
-              demo        the whole method on the built-in task, with a report (demo --out DIR --seed N)""";
+    /** The stages, in the order the help lists them (demo is added separately, first). */
+    static final List<String> STAGES = List.of("task", "task-pairs", "sft", "dpo", "distill", "eval");
 
-    public static boolean handles(String cmd) {
-        return switch (cmd) {
-            case "task", "task-pairs", "sft", "dpo", "distill", "eval", "demo", "demo-pipeline" -> true;
-            default -> false;
-        };
-    }
-
-    public static int run(String cmd, String[] args, PrintStream out, PrintStream err) {
-        for (String a : args) {
-            if (a.equals("--help") || a.equals("-h")) {
-                out.println(help(cmd));
-                return 0;
-            }
-        }
-        try {
-            switch (cmd) {
-                case "task" -> {
-                    Options o = TaskFiles.spec().parse(args);
-                    TaskFiles.Sizes d = new TaskFiles.Sizes(o.integer("words"), o.integer("sft-size"), o.integer("train-pairs"),
-                            o.integer("test-pairs"), o.integer("eval-prompts"), o.integer("hidden"), o.integer("layers"));
-                    out.println(TaskFiles.generate(o.path("out"), o.longValue("seed"), d));
-                }
-                case "task-pairs" -> {
-                    Options o = TaskFiles.pairsSpec().parse(args);
-                    TaskFiles.makePairs(o.path("task"), o.path("policy"), o.longValue("seed"), o.integer("gen-batch"), err);
-                }
-                case "sft" -> out.println(SftStage.run(checked(SftStage.spec().parse(args)), err));
-                case "dpo" -> out.println(DpoStage.run(checked(DpoStage.spec().parse(args)), err));
-                case "distill" -> out.println(DistillStage.run(checked(DistillStage.spec().parse(args)), err));
-                case "eval" -> {
-                    Map<String, Object> r = EvalStage.run(EvalStage.spec().parse(args), err);
-                    out.println(Report.evalTable(r));
-                }
-                case "demo", "demo-pipeline" -> {
-                    return Demo.run(Demo.spec().parse(args), out, err);
-                }
-                default -> throw CliException.usage("unknown command " + cmd);
-            }
-            return 0;
-        } catch (PipelineException e) {
-            throw new CliException(e.usage() ? CliException.USAGE : CliException.FAILURE, e.getMessage());
-        } catch (IOException e) {
-            throw CliException.failure(cmd + ": " + e.getMessage());
-        } catch (UncheckedIOException e) {
-            throw CliException.failure(cmd + ": " + e.getCause().getMessage());
-        } catch (DataFiles.DataException e) {
-            throw CliException.failure(cmd + ": " + e.getMessage() + " (nothing was trained; --skip-bad-lines skips such lines and counts them)");
-        } catch (IllegalArgumentException e) {
-            throw CliException.failure(cmd + ": " + e.getMessage());
-        }
-    }
-
-    static String help(String cmd) {
-        Options.Spec s = switch (cmd) {
+    static Options.Spec spec(String stage) {
+        return switch (stage) {
             case "task" -> TaskFiles.spec();
             case "task-pairs" -> TaskFiles.pairsSpec();
             case "sft" -> SftStage.spec();
             case "dpo" -> DpoStage.spec();
             case "distill" -> DistillStage.spec();
             case "eval" -> EvalStage.spec();
-            default -> Demo.spec();
+            case "demo" -> Demo.spec();
+            default -> throw new IllegalArgumentException("no stage " + stage);
         };
-        StringBuilder b = new StringBuilder("usage: aligndistil " + cmd + " [--config FILE] [options]\noptions (default):\n");
-        Options d = s.defaults();
-        for (String k : d.keys()) b.append(String.format("  --%-22s %s%n", k, d.str(k) == null ? "" : d.str(k)));
-        return b.toString();
     }
 
-    static Path p(String s) { return Path.of(s); }
+    static String[] description(String stage) {
+        return switch (stage) {
+            case "task" -> new String[] {"Generate the built-in task: a toy language with a known reward, its tokenizer, a base model,",
+                    "SFT data, pair prompts and pipeline.json (docs/pipeline.md#the-built-in-task)."};
+            case "task-pairs" -> new String[] {"Sample two responses per pair prompt from the initial policy and label them with the",
+                    "task's true reward (Bradley-Terry): train_prefs.jsonl and test_prefs.jsonl in the task folder."};
+            case "sft" -> new String[] {"Supervised fine-tuning (cross-entropy on the response tokens). Prints the output folder."};
+            case "dpo" -> new String[] {"DPO against a frozen reference; with --reverse, reverse DPO (chosen and rejected swapped).",
+                    "Prints the output folder."};
+            case "distill" -> new String[] {"AlignDistil, off- or on-policy, and its variants (contrast, adaptive, theorem1, gkd),",
+                    "through the fused loss kernel. Prints the output folder."};
+            case "eval" -> new String[] {"True reward, win rate against the initial policy, KLs, length, reward accuracy; a table on stdout."};
+            case "demo" -> new String[] {"The main job: the whole AlignDistil pipeline on the built-in task (task, sft, pairs, DPO,",
+                    "reverse DPO, distillation runs, eval), with a Markdown report and charts.",
+                    "demo --replay: replay a built-in example batch and check the kernel against the reference."};
+            default -> new String[0];
+        };
+    }
+
+    /** A stage's command. */
+    static CommandLine stage(String name, Main root) {
+        Options.Spec spec = spec(name);
+        CommandSpec[] self = new CommandSpec[1];
+        Callable<Integer> body = () -> run(name, StageCommandLine.options(spec, self[0], root.quiet()), root.out(), root.err());
+        CommandSpec cs = StageCommandLine.commandSpec(spec, body, false);
+        self[0] = cs;
+        cs.usageMessage().description(description(name)).sortOptions(false);
+        return new CommandLine(cs);
+    }
+
+    /** {@code demo}, with {@code --replay} (the first demo: the kernel checked on a built-in batch). */
+    static CommandLine demo(Main root) {
+        Options.Spec spec = spec("demo");
+        CommandSpec[] self = new CommandSpec[1];
+        Callable<Integer> body = () -> {
+            ParseResult pr = self[0].commandLine().getParseResult();
+            OptionSpec replay = self[0].findOption("--replay");
+            if (pr.hasMatchedOption(replay)) {
+                for (OptionSpec o : pr.matchedOptions())
+                    if (o != replay && !o.inherited())
+                        throw PipelineException.usage("demo: --replay takes no other options (got " + o.longestName() + ")");
+                return DemoCommand.run(new String[0], root.out());
+            }
+            return run("demo", StageCommandLine.options(spec, self[0], root.quiet()), root.out(), root.err());
+        };
+        CommandSpec cs = StageCommandLine.commandSpec(spec, body, false);
+        cs.addOption(OptionSpec.builder("--replay").arity("0").type(boolean.class)
+                .description("Instead of the pipeline: replay a built-in example batch (2 x 48 positions, V = 32000) on the default "
+                        + "backend and check loss and gradient against the double-precision reference; trains nothing.").build());
+        self[0] = cs;
+        cs.usageMessage().description(description("demo")).sortOptions(false);
+        return new CommandLine(cs);
+    }
+
+    /** Runs a parsed stage; failures become {@link PipelineException}s (Main maps them to exit codes). */
+    static int run(String cmd, Options o, PrintStream out, PrintStream err) {
+        try {
+            switch (cmd) {
+                case "task" -> {
+                    TaskFiles.Sizes d = new TaskFiles.Sizes(o.integer("words"), o.integer("sft-size"), o.integer("train-pairs"),
+                            o.integer("test-pairs"), o.integer("eval-prompts"), o.integer("hidden"), o.integer("layers"));
+                    out.println(TaskFiles.generate(o.path("out"), o.longValue("seed"), d));
+                }
+                case "task-pairs" -> TaskFiles.makePairs(o.path("task"), o.path("policy"), o.longValue("seed"), o.integer("gen-batch"), err);
+                case "sft" -> out.println(SftStage.run(checked(o), err));
+                case "dpo" -> out.println(DpoStage.run(checked(o), err));
+                case "distill" -> out.println(DistillStage.run(checked(o), err));
+                case "eval" -> {
+                    Map<String, Object> r = EvalStage.run(o, err);
+                    out.println(Report.evalTable(r));
+                }
+                case "demo" -> {
+                    return Demo.run(o, out, err);
+                }
+                default -> throw new IllegalArgumentException("unknown command " + cmd);
+            }
+            return 0;
+        } catch (IOException e) {
+            throw PipelineException.failure(cmd + ": " + e.getMessage());
+        } catch (UncheckedIOException e) {
+            throw PipelineException.failure(cmd + ": " + e.getCause().getMessage());
+        } catch (DataFiles.DataException e) {
+            throw PipelineException.failure(cmd + ": " + e.getMessage() + " (nothing was trained; --skip-bad-lines skips such lines and counts them)");
+        } catch (IllegalArgumentException e) {
+            throw PipelineException.failure(cmd + ": " + e.getMessage());
+        }
+    }
 
     /** Rejects a bad --profile-step / --profile-steps before any model is loaded (TrainLoop reads them again). */
     private static Options checked(Options o) {
-        ProfileWindow.of(o);
+        try {
+            ProfileWindow.of(o);
+        } catch (IllegalArgumentException e) {
+            throw PipelineException.usage(o.stage() + ": " + e.getMessage());
+        }
         return o;
     }
 }

@@ -11,6 +11,10 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
 import ai.aligndistil.train.AdamW;
 import ai.aligndistil.train.GradClip;
 import ai.aligndistil.model.CausalLM;
@@ -34,27 +38,33 @@ import ai.aligndistil.model.TorchRuntime;
  * peak during the measured phase (VmHWM reset after loading).
  */
 @SuppressWarnings("try")
-public final class ModelBench {
-    private ModelBench() {}
+@Command(name = "ModelBench", mixinStandardHelpOptions = true, sortOptions = false,
+        description = "Load time, forward-pass time and training-step time and memory of a model folder on this machine.")
+public final class ModelBench implements java.util.concurrent.Callable<Integer> {
+    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder.")
+    Path dir;
+    @Option(names = "--mode", defaultValue = "forward", paramLabel = "forward|train|load",
+            description = "forward: passes under InferenceMode; train: full steps with AdamW; load: loading only (default: ${DEFAULT-VALUE}).")
+    String mode;
+    @Option(names = "--dtype", defaultValue = "f32", paramLabel = "f32|bf16", description = "Weights dtype (default: ${DEFAULT-VALUE}).")
+    String dtype;
+    @Option(names = "--seq", defaultValue = "512", paramLabel = "N", description = "Sequence length in tokens (default: ${DEFAULT-VALUE}).")
+    int seq;
+    @Option(names = "--batch", defaultValue = "1", paramLabel = "N", description = "Sequences per pass (default: ${DEFAULT-VALUE}).")
+    int batch;
+    @Option(names = "--iters", defaultValue = "3", paramLabel = "N", description = "Measured iterations after one warm-up (default: ${DEFAULT-VALUE}).")
+    int iters;
+    @Option(names = "--mapped", defaultValue = "false", arity = "0..1", paramLabel = "true|false",
+            description = "Load zero-copy from the mapped file in its dtype (HfCheckpoint.loadMapped) (default: ${DEFAULT-VALUE}).")
+    boolean mapped;
 
-    public static void main(String[] args) throws IOException {
-        Path dir = null;
-        String mode = "forward", dtype = "f32";
-        int seq = 512, batch = 1, iters = 3;
-        boolean mapped = false;
-        for (int i = 0; i + 1 < args.length; i += 2) {
-            switch (args[i]) {
-                case "--model" -> dir = Path.of(args[i + 1]);
-                case "--mode" -> mode = args[i + 1];
-                case "--dtype" -> dtype = args[i + 1];
-                case "--seq" -> seq = Integer.parseInt(args[i + 1]);
-                case "--batch" -> batch = Integer.parseInt(args[i + 1]);
-                case "--iters" -> iters = Integer.parseInt(args[i + 1]);
-                case "--mapped" -> mapped = Boolean.parseBoolean(args[i + 1]);
-                default -> throw new IllegalArgumentException("unknown option " + args[i]);
-            }
-        }
-        if (dir == null) throw new IllegalArgumentException("--model DIR is required");
+    public static void main(String[] args) {
+        System.exit(new CommandLine(new ModelBench()).execute(args));
+    }
+
+    @Override
+    public Integer call() throws IOException {
+        String dtype = this.dtype;
         TorchRuntime.init();
         long t0 = System.nanoTime();
         CausalLM model = mapped ? HfCheckpoint.loadMapped(dir) : HfCheckpoint.load(dir, Tensors.parseDtype(dtype));
@@ -96,6 +106,7 @@ public final class ModelBench {
                 dir.getFileName(), model.config().parameterCount(), mode, dtype, batch, seq, TorchRuntime.threads(), load,
                 peakLoad / 1048576.0, rssLoaded / 1048576.0, sorted[0], sorted[sorted.length / 2], reset ? mode : "incl_load",
                 status("VmHWM") / 1048576.0);
+        return 0;
     }
 
     /** Resets VmHWM to the current RSS (Linux: "5" to /proc/self/clear_refs); false where not permitted. */

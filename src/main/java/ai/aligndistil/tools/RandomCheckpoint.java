@@ -7,6 +7,11 @@ import java.util.List;
 import java.util.Map;
 
 import org.bytedeco.pytorch.global.torch.ScalarType;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.model.ModelConfig;
@@ -24,8 +29,17 @@ import ai.aligndistil.model.Tensors;
  * (tied embeddings, q/k/v biases, rope_theta 1e6, RMSNorm eps 1e-6, vocabulary 151936). Weights are
  * N(0, 0.02²) (Qwen's initializer_range), norm weights 1 + N(0, 0.02²). Default file dtype: bf16, as published.
  */
-public final class RandomCheckpoint {
-    private RandomCheckpoint() {}
+@Command(name = "RandomCheckpoint", mixinStandardHelpOptions = true, sortOptions = false,
+        description = "Writes a Hugging Face model folder with a real model's configuration and random weights.")
+public final class RandomCheckpoint implements java.util.concurrent.Callable<Integer> {
+    @Option(names = "--preset", required = true, paramLabel = "qwen2.5-0.5b|qwen2.5-1.5b", description = "The published configuration to copy.")
+    String preset;
+    @Option(names = "--out", required = true, paramLabel = "DIR", description = "Folder to write (config.json, model.safetensors).")
+    Path out;
+    @Option(names = "--dtype", defaultValue = "bf16", paramLabel = "bf16|f32", description = "File dtype (default: ${DEFAULT-VALUE}, as published).")
+    String dtype;
+    @Option(names = "--seed", defaultValue = "0", paramLabel = "N", description = "Seed of the random weights (default: ${DEFAULT-VALUE}).")
+    long seed;
 
     /** The config.json of a preset ({@code qwen2.5-0.5b} or {@code qwen2.5-1.5b}). */
     public static Map<String, Object> preset(String name) {
@@ -74,26 +88,16 @@ public final class RandomCheckpoint {
         HfCheckpoint.save(m, dir, fileDtype);
     }
 
-    public static void main(String[] args) throws IOException {
-        String preset = null, dtype = "bf16";
-        Path out = null;
-        long seed = 0;
-        for (int i = 0; i + 1 < args.length; i += 2) {
-            switch (args[i]) {
-                case "--preset" -> preset = args[i + 1];
-                case "--out" -> out = Path.of(args[i + 1]);
-                case "--dtype" -> dtype = args[i + 1];
-                case "--seed" -> seed = Long.parseLong(args[i + 1]);
-                default -> throw new IllegalArgumentException("unknown option " + args[i]);
-            }
-        }
-        if (preset == null || out == null) {
-            System.err.println("usage: RandomCheckpoint --preset qwen2.5-0.5b|qwen2.5-1.5b --out DIR [--dtype bf16|f32] [--seed N]");
-            System.exit(2);
-        }
+    public static void main(String[] args) {
+        System.exit(new CommandLine(new RandomCheckpoint()).execute(args));
+    }
+
+    @Override
+    public Integer call() throws IOException {
         ModelConfig c = ModelConfig.fromJson(preset(preset));
         long t0 = System.nanoTime();
         write(c, out, Tensors.parseDtype(dtype), seed);
         System.out.printf("%s: %,d parameters, %s, written to %s in %.1f s%n", preset, c.parameterCount(), dtype, out, (System.nanoTime() - t0) / 1e9);
+        return 0;
     }
 }

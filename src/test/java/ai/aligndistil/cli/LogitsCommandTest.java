@@ -83,7 +83,7 @@ class LogitsCommandTest {
                 run("--model")};
         for (Outcome u : usage) {
             assertEquals(2, u.code(), u.err());
-            assertEquals(1, u.err().strip().lines().count(), u.err());
+            assertTrue(u.err().strip().lines().count() <= 2, "at most two lines: " + u.err());
         }
         Outcome noTok = run("--model", m, "--text", "hello", "--out", o);
         assertEquals(1, noTok.code());

@@ -12,11 +12,12 @@ import java.util.Map;
 import ai.aligndistil.io.Json;
 
 /**
- * The hyper-parameters of one stage: declared keys with defaults, overridden by a JSON config file
- * ({@code --config FILE}, keys spelled as the flags without dashes) and then by command-line flags
- * ({@code --key value}, {@code --key=value}, {@code --flag} / {@code --no-flag} for booleans). Unknown keys
- * are usage errors naming the key (and the file). Keys of a config file that this stage does not declare are
- * ignored when the file says so with {@code "_shared": true} (one file can then feed every stage).
+ * The hyper-parameters of one stage: declared keys with defaults and help text ({@link Spec}), overridden by a
+ * JSON config file ({@code --config FILE}, keys spelled as the flags without dashes) and then by command-line
+ * flags ({@code --key value}, {@code --key=value}, {@code --flag} / {@code --no-flag} for booleans), parsed by
+ * picocli ({@link StageCommandLine}, the same command the CLI runs). Unknown keys are usage errors naming the
+ * key (and the file). Keys of a config file that this stage does not declare are ignored when the file says so
+ * with {@code "_shared": true} (one file can then feed every stage).
  */
 public final class Options {
     private final String stage;
@@ -69,46 +70,42 @@ public final class Options {
         /** Defaults only (for the Java API). */
         public Options defaults() { return new Options(stage, defaults, booleans, new LinkedHashMap<>(defaults)); }
 
-        /** Parses flags (and the config file they name). */
-        public Options parse(String[] args) {
+        /** The stage this declares options for (the command's name). */
+        public String stage() { return stage; }
+
+        /** The declared option names, in declaration order. */
+        public List<String> names() { return List.copyOf(defaults.keySet()); }
+
+        /** True for a boolean flag ({@code --name} / {@code --no-name}). */
+        public boolean isFlag(String name) { return booleans.contains(name); }
+
+        /** The declared default of an option as a string (null: required or unset). */
+        public String defaultValue(String name) { return defaults.get(name); }
+
+        /**
+         * Parses command-line flags through the same picocli command the CLI builds from this declaration
+         * ({@link StageCommandLine}): {@code --key value}, {@code --key=value}, {@code --flag} / {@code --no-flag},
+         * {@code --config FILE}; flags over the file over the defaults. Problems are usage errors naming the option.
+         */
+        public Options parse(String... args) { return StageCommandLine.parse(this, args); }
+
+        /** The options of a finished parse: one value (or null) for every declared key. */
+        Options of(Map<String, String> values) {
             Map<String, String> v = new LinkedHashMap<>(defaults);
-            Map<String, String> cli = new LinkedHashMap<>();
-            for (int i = 0; i < args.length; i++) {
-                String a = args[i];
-                if (!a.startsWith("--")) throw PipelineException.usage(stage + ": unexpected argument '" + a + "'");
-                String name = a.substring(2), value = null;
-                int eq = name.indexOf('=');
-                if (eq >= 0) {
-                    value = name.substring(eq + 1);
-                    name = name.substring(0, eq);
-                }
-                if (name.equals("config")) {
-                    if (value == null) {
-                        if (i + 1 >= args.length) throw PipelineException.usage(stage + ": --config needs a file");
-                        value = args[++i];
-                    }
-                    cli.put("config", value);
-                } else if (booleans.contains(name) && value == null) {
-                    cli.put(name, "true");
-                } else if (name.startsWith("no-") && booleans.contains(name.substring(3)) && value == null) {
-                    cli.put(name.substring(3), "false");
-                } else if (defaults.containsKey(name)) {
-                    if (value == null) {
-                        if (i + 1 >= args.length) throw PipelineException.usage(stage + ": option --" + name + " needs a value");
-                        value = args[++i];
-                    }
-                    cli.put(name, value);
-                } else {
-                    throw PipelineException.usage(stage + ": unknown option --" + name + " (known: " + String.join(", ", defaults.keySet()) + ")");
-                }
+            for (var e : values.entrySet()) {
+                if (!defaults.containsKey(e.getKey())) throw new IllegalArgumentException(stage + ": undeclared option " + e.getKey());
+                v.put(e.getKey(), e.getValue());
             }
-            String config = cli.remove("config");
-            if (config != null) v.putAll(readConfig(Path.of(config)));
-            v.putAll(cli);
             return new Options(stage, defaults, booleans, v);
         }
 
-        private Map<String, String> readConfig(Path file) {
+        /**
+         * The values a JSON config file gives this stage: top-level keys (spelled as the flags without dashes) and
+         * the keys of a section named after the stage ({@code {"dpo": {...}}}), which override them; other stages'
+         * sections are skipped. A key this stage does not declare is a usage error naming the file, unless the
+         * file says {@code "_shared": true} (one file for every stage; a per-stage section is still checked).
+         */
+        public Map<String, String> readConfig(Path file) {
             Map<String, Object> j;
             try {
                 j = Json.parseObject(Files.readString(file));

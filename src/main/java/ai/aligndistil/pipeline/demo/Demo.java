@@ -34,7 +34,11 @@ public final class Demo {
     private Demo() {}
 
     public static Options.Spec spec() {
-        return new Options.Spec("demo").value("out", null).value("seed", 1).flag("tiny", false).flag("quiet", false);
+        return new Options.Spec("demo")
+                .value("out", null, "output folder (default: aligndistil-demo-DATE-TIME in the current folder)")
+                .value("seed", 1, "seed of the task and of every stage; the demo is a function of it")
+                .flag("tiny", false, "very small sizes (a smoke run in seconds; numbers not meaningful)")
+                .flag("quiet", false, "no progress bars on stderr");
     }
 
     /** One distillation run of the demo. */

@@ -33,7 +33,10 @@ public final class DpoStage {
     private DpoStage() {}
 
     public static Options.Spec spec() {
-        return Stage.common("dpo").value("ref", null).value("beta", 0.1).flag("reverse", false);
+        return Stage.common("dpo")
+                .value("ref", null, "the frozen reference model folder (default: --model)")
+                .value("beta", 0.1, "DPO beta (official: 0.1)")
+                .flag("reverse", false, "reverse DPO: swap chosen and rejected (the second teacher of aligndistil)");
     }
 
     /** The DPO loss of per-sequence log-probabilities (float [n] each); returns the per-pair losses. */

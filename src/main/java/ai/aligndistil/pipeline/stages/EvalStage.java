@@ -32,11 +32,25 @@ public final class EvalStage {
 
     public static Options.Spec spec() {
         return new Options.Spec("eval")
-                .value("models", null).value("init", null).value("dpo", null).value("reverse-dpo", null).value("ref", null)
-                .value("prompts", null).value("pairs", null).value("task", null).value("samples", 4).value("seed", 1234)
-                .value("beta", 0.1).value("out", null).value("dtype", "auto").value("max-len", 2048)
-                .value("system-prompt", ChatTemplate.QWEN25_SYSTEM).value("eos", ChatTemplate.IM_END)
-                .value("generate-max-len", 1024).value("prompt-max-len", 1024).flag("skip-bad-lines", false);
+                .value("models", null, "models to evaluate, name=DIR,name=DIR (a bare DIR is named by its folder); required")
+                .value("init", null, "the initial policy folder: win rate and KL to it")
+                .value("dpo", null, "the DPO model folder: KL to it, and the implicit reward of the reward accuracy")
+                .value("reverse-dpo", null, "the reverse-DPO model folder: the contrastive reward of the reward accuracy")
+                .value("ref", null, "the DPO reference folder for the reward accuracy (default: --init)")
+                .value("prompts", null, "evaluation prompts (JSON lines) to sample from")
+                .value("pairs", null, "held-out preference pairs (JSON lines) for the reward accuracy")
+                .value("task", null, "built-in task folder: adds the true reward and the win rate")
+                .value("samples", 4, "responses sampled per prompt")
+                .value("seed", 1234, "sampling seed (the same for every model)")
+                .value("beta", 0.1, "beta of the implicit and contrastive rewards")
+                .value("out", null, "also write the results as JSON to this file")
+                .value("dtype", "auto", "weights dtype: auto (the checkpoint's), f32, bf16 or f16")
+                .value("max-len", 2048, "longest tokenised pair in tokens for the reward accuracy")
+                .value("system-prompt", ChatTemplate.QWEN25_SYSTEM, "system message of the chat template; none or empty for no system message (default: Qwen2.5's)")
+                .value("eos", ChatTemplate.IM_END, "end-of-turn token (default: Qwen2.5's)")
+                .value("generate-max-len", 1024, "most new tokens per sampled response")
+                .value("prompt-max-len", 1024, "prompts are cut on the right to this many tokens")
+                .flag("skip-bad-lines", false, "skip malformed data lines and count them, instead of stopping");
     }
 
     /** name=path entries of {@code --models} (a bare path is named by its folder). */

@@ -49,14 +49,24 @@ public final class TaskFiles {
 
     public static Options.Spec spec() {
         Sizes d = Sizes.demo();
-        return new Options.Spec("task").value("out", null).value("seed", 1)
-                .value("words", d.words()).value("sft-size", d.sft()).value("train-pairs", d.trainPairs())
-                .value("test-pairs", d.testPairs()).value("eval-prompts", d.evalPrompts())
-                .value("hidden", d.hidden()).value("layers", d.layers());
+        return new Options.Spec("task")
+                .value("out", null, "folder to write the task into; required")
+                .value("seed", 1, "seed of the language, the reward, the model's initial weights and the prompts")
+                .value("words", d.words(), "syllables in the vocabulary")
+                .value("sft-size", d.sft(), "lines of sft.jsonl")
+                .value("train-pairs", d.trainPairs(), "prompts of the training preference pairs")
+                .value("test-pairs", d.testPairs(), "prompts of the held-out preference pairs")
+                .value("eval-prompts", d.evalPrompts(), "evaluation prompts")
+                .value("hidden", d.hidden(), "hidden size of the base model")
+                .value("layers", d.layers(), "layers of the base model");
     }
 
     public static Options.Spec pairsSpec() {
-        return new Options.Spec("task-pairs").value("task", null).value("policy", null).value("seed", 1).value("gen-batch", 64);
+        return new Options.Spec("task-pairs")
+                .value("task", null, "the task folder (from task); the pairs are written into it; required")
+                .value("policy", null, "the initial policy folder (from sft) that samples the two responses; required")
+                .value("seed", 1, "seed of sampling and of the Bradley-Terry labels")
+                .value("gen-batch", 64, "prompts per sampling batch (memory, not results)");
     }
 
     public static Path generate(Path dir, long seed, Sizes s) throws IOException {

@@ -16,7 +16,6 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import ai.aligndistil.kernel.NativeCuda;
-import ai.aligndistil.cli.PipelineCommands;
 import ai.aligndistil.pipeline.stages.SftStage;
 import ai.aligndistil.pipeline.stages.DpoStage;
 import ai.aligndistil.pipeline.stages.DistillStage;
@@ -33,10 +32,11 @@ class ProfileWindowTest {
         // The model folders do not exist: if the window were checked only when training starts, the error would be
         // about the missing model instead.
         for (String cmd : new String[] {"sft", "dpo", "distill"}) {
-            var e = assertThrows(ai.aligndistil.cli.CliException.class, () -> PipelineCommands.run(cmd,
-                    new String[] {"--profile-step", "0", "--out", tmp.resolve("o").toString()},
-                    new PrintStream(new ByteArrayOutputStream()), new PrintStream(new ByteArrayOutputStream())));
-            assertTrue(e.getMessage().contains("--profile-step"), cmd + ": " + e.getMessage());
+            ByteArrayOutputStream err = new ByteArrayOutputStream();
+            int rc = ai.aligndistil.cli.Main.run(new String[] {cmd, "--profile-step", "0", "--out", tmp.resolve("o").toString()},
+                    new PrintStream(new ByteArrayOutputStream()), new PrintStream(err, true));
+            assertEquals(2, rc, cmd + ": " + err);
+            assertTrue(err.toString().contains("--profile-step"), cmd + ": " + err);
         }
     }
 
