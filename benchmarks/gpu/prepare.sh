@@ -21,6 +21,10 @@ cp target/aligndistil.jar "$out/lib/"
 # JMH and its two dependencies, for the benchmark suites (benchmarks/gpu/bench.sh); the bench classes are in test-classes
 mvn -q -B -ntp dependency:copy-dependencies -DincludeScope=test -DincludeGroupIds=org.openjdk.jmh,net.sf.jopt-simple,org.apache.commons \
   -DexcludeArtifactIds=commons-lang3,commons-io,commons-compress -DoutputDirectory="$out/lib"
+# the command line's own dependencies (picocli, SLF4J with slf4j-simple and its System.Logger bridge), for verify.sh's
+# `cli.Main replay` step; version-stripped names so verify.sh can name them
+mvn -q -B -ntp dependency:copy-dependencies -DincludeScope=runtime -DincludeGroupIds=info.picocli,org.slf4j \
+  -DincludeArtifactIds=picocli,slf4j-api,slf4j-simple,slf4j-jdk-platform-logging -Dmdep.stripVersion=true -DoutputDirectory="$out/lib"
 # the JavaCPP CUDA presets (bindings only, about 6 MB) and JavaCPP, for CudaPresetsProbe (bench.sh, verify.sh)
 mvn -q -B -ntp dependency:copy-dependencies -DincludeScope=test -DincludeGroupIds=org.bytedeco -DincludeArtifactIds=cuda,javacpp \
   -DoutputDirectory="$out/lib"

@@ -164,7 +164,7 @@ fi
 if [[ $JAVA == 1 && ( -x "$b/jdk/bin/java" || $DRY == 1 ) ]]; then
   J="$b/jdk/bin/java --enable-native-access=ALL-UNNAMED"
   bg_step java-tests 75 "OUT=$W/junit benchmarks/gpu/run-gpu-tests.sh"
-  bg_step torch-replay 75 "python3 benchmarks/gpu/torch_check.py make $W && $J -cp $b/lib/aligndistil.jar ai.aligndistil.cli.Main replay --backend cuda --in $W/batch.safetensors --out $W/result.safetensors && python3 benchmarks/gpu/torch_check.py compare $W"
+  bg_step torch-replay 75 "python3 benchmarks/gpu/torch_check.py make $W && $J -cp $b/lib/aligndistil.jar:$b/lib/picocli.jar:$b/lib/slf4j-api.jar:$b/lib/slf4j-simple.jar:$b/lib/slf4j-jdk-platform-logging.jar ai.aligndistil.cli.Main replay --backend cuda --in $W/batch.safetensors --out $W/result.safetensors && python3 benchmarks/gpu/torch_check.py compare $W"
 else
   printf 'java-tests\tskipped\t0\t0\t%s\n' "$([[ $JAVA == 0 ]] && echo '--no-java' || echo 'no bundle JDK (benchmarks/gpu/prepare.sh)')" >>"$W/steps.tsv"
 fi
