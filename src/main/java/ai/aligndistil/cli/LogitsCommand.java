@@ -37,8 +37,8 @@ import ai.aligndistil.model.TorchRuntime;
  */
 @SuppressWarnings("try")
 @Command(name = "logits", sortOptions = false,
-        description = {"One forward pass of a Hugging Face model folder; the logits [T, V] as float32 to a safetensors file.",
-                "--text is tokenised with the folder's tokenizer.json, with no special tokens and no chat template."})
+        description = "One forward pass of a Hugging Face model folder; the logits [T, V] as float32 to a safetensors file "
+                + "(--text is tokenised with the folder's tokenizer.json, no special tokens, no chat template).")
 final class LogitsCommand implements Callable<Integer> {
     @Option(names = "--model", paramLabel = "DIR",
             description = "Hugging Face model folder (config.json, model.safetensors; tokenizer.json for --text); required.")

@@ -169,8 +169,8 @@ public final class Main implements Callable<Integer> {
     }
 
     /** {@code completion}: a bash completion script on stdout. */
-    @Command(name = "completion", description = {"Print a bash completion script for aligndistil on stdout.",
-            "Use: source <(./aligndistil completion)  (or save it under /etc/bash_completion.d/)."})
+    @Command(name = "completion",
+            description = "Print a bash completion script for aligndistil on stdout: source <(./aligndistil completion), or save it under /etc/bash_completion.d/.")
     static final class Completion implements Callable<Integer> {
         @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit.") boolean help;
         private final Main root;
@@ -188,8 +188,8 @@ public final class Main implements Callable<Integer> {
      * {@code replay}: the options are still parsed by {@link ReplayCommand} (its {@code --help} lists them); this
      * command passes every argument through. To be replaced by the kernel jar's picocli replay command.
      */
-    @Command(name = "replay", description = {"Loss and gradient of a batch dumped to safetensors, on a chosen backend.",
-            "Every option is passed to the replay command: 'aligndistil replay --help' lists them."})
+    @Command(name = "replay",
+            description = "Loss and gradient of a batch dumped to safetensors, on a chosen backend ('aligndistil replay --help' lists its options).")
     static final class Replay implements Callable<Integer> {
         @CommandLine.Unmatched List<String> args = new ArrayList<>();
         private final Main root;

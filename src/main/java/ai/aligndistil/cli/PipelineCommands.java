@@ -49,22 +49,20 @@ final class PipelineCommands {
         };
     }
 
-    static String[] description(String stage) {
+    static String description(String stage) {
         return switch (stage) {
-            case "task" -> new String[] {"Generate the built-in task: a toy language with a known reward, its tokenizer, a base model,",
-                    "SFT data, pair prompts and pipeline.json (docs/pipeline.md#the-built-in-task)."};
-            case "task-pairs" -> new String[] {"Sample two responses per pair prompt from the initial policy and label them with the",
-                    "task's true reward (Bradley-Terry): train_prefs.jsonl and test_prefs.jsonl in the task folder."};
-            case "sft" -> new String[] {"Supervised fine-tuning (cross-entropy on the response tokens). Prints the output folder."};
-            case "dpo" -> new String[] {"DPO against a frozen reference; with --reverse, reverse DPO (chosen and rejected swapped).",
-                    "Prints the output folder."};
-            case "distill" -> new String[] {"AlignDistil, off- or on-policy, and its variants (contrast, adaptive, theorem1, gkd),",
-                    "through the fused loss kernel. Prints the output folder."};
-            case "eval" -> new String[] {"True reward, win rate against the initial policy, KLs, length, reward accuracy; a table on stdout."};
-            case "demo" -> new String[] {"The main job: the whole AlignDistil pipeline on the built-in task (task, sft, pairs, DPO,",
-                    "reverse DPO, distillation runs, eval), with a Markdown report and charts.",
-                    "demo --replay: replay a built-in example batch and check the kernel against the reference."};
-            default -> new String[0];
+            case "task" -> "Generate the built-in task: a toy language with a known reward, its tokenizer, a base model, SFT data, "
+                    + "pair prompts and pipeline.json (docs/pipeline.md).";
+            case "task-pairs" -> "Sample two responses per pair prompt from the initial policy and label them by the task's true reward "
+                    + "(Bradley-Terry): train_prefs.jsonl and test_prefs.jsonl in the task folder.";
+            case "sft" -> "Supervised fine-tuning (cross-entropy on the response tokens); prints the output folder.";
+            case "dpo" -> "DPO against a frozen reference, or with --reverse reverse DPO (chosen and rejected swapped); prints the output folder.";
+            case "distill" -> "AlignDistil off- or on-policy, and its variants (contrast, adaptive, theorem1, gkd), through the fused loss "
+                    + "kernel; prints the output folder.";
+            case "eval" -> "True reward, win rate against the initial policy, KLs, length and reward accuracy of trained models; a table on stdout.";
+            case "demo" -> "The main job: the whole AlignDistil pipeline on the built-in task (task, sft, pairs, DPO, reverse DPO, "
+                    + "distillation runs, eval) with a Markdown report and charts; demo --replay: the kernel checked on a built-in batch.";
+            default -> "";
         };
     }
 
@@ -75,7 +73,7 @@ final class PipelineCommands {
         Callable<Integer> body = () -> run(name, StageCommandLine.options(spec, self[0], root.quiet()), root.out(), root.err());
         CommandSpec cs = StageCommandLine.commandSpec(spec, body, false);
         self[0] = cs;
-        cs.usageMessage().description(description(name)).sortOptions(false);
+        cs.usageMessage().description(description(name)).sortOptions(false).abbreviateSynopsis(true);
         return new CommandLine(cs);
     }
 
@@ -99,7 +97,7 @@ final class PipelineCommands {
                 .description("Instead of the pipeline: replay a built-in example batch (2 x 48 positions, V = 32000) on the default "
                         + "backend and check loss and gradient against the double-precision reference; trains nothing.").build());
         self[0] = cs;
-        cs.usageMessage().description(description("demo")).sortOptions(false);
+        cs.usageMessage().description(description("demo")).sortOptions(false).abbreviateSynopsis(true);
         return new CommandLine(cs);
     }
 

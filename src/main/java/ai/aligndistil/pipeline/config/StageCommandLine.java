@@ -89,7 +89,7 @@ public final class StageCommandLine {
             if (spec.isFlag(k)) {
                 // No picocli default: with a default of true picocli would flip the meaning of --flag / --no-flag.
                 // The value of an absent flag comes from the config file or the declaration (options()).
-                b.type(Boolean.class).arity("0..1").negatable(true)
+                b.type(Boolean.class).arity("0..1").negatable(true).paramLabel("true|false")
                         .description((d == null ? "" : d) + " (default: " + ("true".equals(def) ? "on" : "off") + ")");
             } else {
                 b.type(String.class).paramLabel(label(k, def))
