@@ -25,8 +25,8 @@ public final class DemoReport {
         this.runs = runs;
     }
 
-    /** A run's curve: arrays of step, reward, kl_init, and the reward's standard deviation over the curve prompts (null where not recorded). */
-    record Curve(double[] step, double[] reward, double[] kl, double[] rewardStd) {
+    /** A run's curve: arrays of step, reward, kl_init, and the reward's standard error over the curve prompts (null where not recorded). */
+    record Curve(double[] step, double[] reward, double[] kl, double[] rewardSe) {
         Curve(double[] step, double[] reward, double[] kl) { this(step, reward, kl, null); }
 
         int size() { return step.length; }
@@ -40,7 +40,8 @@ public final class DemoReport {
             s[i] = num(rows.get(i).get("step"));
             r[i] = num(rows.get(i).get("reward"));
             k[i] = num(rows.get(i).get("kl_init"));
-            sd[i] = num(rows.get(i).get("reward_std"));
+            // standard error of the mean reward: the per-prompt standard deviation over sqrt(samples)
+            sd[i] = num(rows.get(i).get("reward_std")) / Math.sqrt(num(rows.get(i).get("samples")));
             hasStd &= Double.isFinite(sd[i]);
         }
         return new Curve(s, r, k, hasStd ? sd : null);
@@ -55,13 +56,13 @@ public final class DemoReport {
     }
 
     public void charts() throws IOException {
-        Charts byStep = Charts.lines("True reward of samples during training (error bars: one standard deviation over the curve prompts)",
+        Charts byStep = Charts.lines("True reward during training (bars: standard error over the curve prompts)",
                 "optimiser step", "true reward (task score units, mean over the curve prompts)");
         Charts byKl = Charts.lines("True reward versus KL to the initial policy (training curves)",
                 "KL(policy || initial), sequence level (nats)", "true reward (task score units)");
         for (String r : curveRuns()) {
             Curve c = curve(r);
-            byStep.add(r, c.step(), c.reward(), c.rewardStd());
+            byStep.add(r, c.step(), c.reward(), c.rewardSe());
             byKl.add(r, c.kl(), c.reward());
         }
         byStep.write(dir.resolve("charts").resolve("reward_vs_step.png"), 900, 520);

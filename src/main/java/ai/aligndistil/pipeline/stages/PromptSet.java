@@ -97,6 +97,7 @@ public record PromptSet(List<long[]> ids, int[] lastWord) {
                 double[] r = prompts.rewards(task, s);
                 m.put("reward", mean(r));
                 m.put("reward_std", std(r));
+                m.put("samples", r.length);
             }
             if (init != null) m.put("kl_init", mean(Sampler.sequenceKl(policy, init, s, pad, 64)));
             if (dpo != null) m.put("kl_dpo", mean(Sampler.sequenceKl(policy, dpo, s, pad, 64)));
