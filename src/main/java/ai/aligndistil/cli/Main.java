@@ -4,6 +4,9 @@ import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
 import ai.aligndistil.kernel.NativeCpu;
 import ai.aligndistil.kernel.NativeCuda;
+import ai.aligndistil.kernel.tool.KernelMain;
+import ai.aligndistil.kernel.tool.ReplayCommand;
+import ai.aligndistil.kernel.tool.SelfCheckCommand;
 
 import java.io.PrintStream;
 import java.util.Arrays;
@@ -55,9 +58,10 @@ public final class Main {
         String[] rest = Arrays.copyOfRange(args, i + 1, args.length);
         try {
             return switch (cmd) {
-                case "replay" -> ReplayCommand.run(rest, out);
+                case "replay" -> KernelMain.runCommand("aligndistil replay", new ReplayCommand(), rest, out, err);
+                case "self-check" -> KernelMain.runCommand("aligndistil self-check", new SelfCheckCommand(), rest, out, err);
                 case "demo" -> rest.length > 0 && rest[0].equals("--replay")
-                        ? DemoCommand.run(Arrays.copyOfRange(rest, 1, rest.length), out)
+                        ? KernelMain.runCommand("aligndistil self-check", new SelfCheckCommand(), Arrays.copyOfRange(rest, 1, rest.length), out, err)
                         : ai.aligndistil.cli.PipelineCommands.run("demo", rest, out, err);
                 case "logits" -> ai.aligndistil.cli.LogitsCommand.run(rest, out, err);
                 case "task", "task-pairs", "sft", "dpo", "distill", "eval" ->

@@ -1,4 +1,4 @@
-package ai.aligndistil.cli;
+package ai.aligndistil.kernel.tool;
 
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.kernel.Backend;
@@ -34,7 +34,7 @@ class ReplayCommandTest {
 
     static Run main(String... args) {
         ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
-        int code = Main.run(args, new PrintStream(o, true, StandardCharsets.UTF_8), new PrintStream(e, true, StandardCharsets.UTF_8));
+        int code = KernelMain.run(args, new PrintStream(o, true, StandardCharsets.UTF_8), new PrintStream(e, true, StandardCharsets.UTF_8));
         return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
     }
 
@@ -203,28 +203,73 @@ class ReplayCommandTest {
         fails(main("replay", "--in", nan.toString(), "--out", out.toString()), out, nan.toString(), "batch 1, position 2", "column 4", "student=NaN");
     }
 
-    @Test
-    void usageErrorsExitWithTwo() {
-        Run r = main("replay", "--in");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("--in needs a value"), r.err());
-        r = main("replay", "--in", "a", "--out", "b", "--beta", "-1");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("beta must be finite and > 0"), r.err());
-        r = main("replay", "--in", "a", "--out", "b", "--variant", "ppo");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("unknown variant 'ppo'"), r.err());
-        r = main("replay", "--frobnicate");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("unknown option --frobnicate"), r.err());
-        r = main("nonsense");
-        assertEquals(2, r.code());
+    /** A usage error: exit 2, at most two lines on stderr, each fragment in them, no stack trace. */
+    private static void usage(Run r, String... fragments) {
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().lines().count() <= 2, "at most two lines on stderr: " + r.err());
+        for (String f : fragments) assertTrue(r.err().contains(f), "stderr '" + r.err().trim() + "' should contain '" + f + "'");
+        assertFalse(r.err().contains("\tat "), "no stack trace: " + r.err());
+        assertEquals("", r.out(), "nothing on stdout after a usage error");
     }
 
     @Test
-    void demoRuns() {
-        Run r = main("demo", "--replay");
+    void usageErrorsExitWithTwoInAtMostTwoLines() {
+        usage(main("replay", "--in"), "Missing required parameter for option '--in'");
+        usage(main("replay", "--in", "a", "--out", "b", "--beta", "-1"), "beta must be finite and > 0");
+        usage(main("replay", "--in", "a", "--out", "b", "--beta", "x"), "--beta", "'x'");
+        usage(main("replay", "--in", "a", "--out", "b", "--variant", "ppo"), "unknown variant 'ppo'");
+        usage(main("replay", "--in", "a", "--out", "b", "--backend", "tpu"), "unknown backend 'tpu'");
+        usage(main("replay", "--in", "a", "--out", "b", "--sequence-divisor", "-1"), "--sequence-divisor must be finite and >= 0");
+        usage(main("replay", "--frobnicate"), "Unknown option: '--frobnicate'");
+        usage(main("replay", "--in", "a"), "Missing required option", "--out");
+        usage(main("nonsense"), "nonsense");
+        usage(main(), "missing command");
+        if (!Backends.available(Backend.CUDA))
+            usage(main("replay", "--in", "a", "--out", "b", "--backend", "cuda"), "the cuda backend is unavailable");
+    }
+
+    @Test
+    void helpGoesToStdoutWithExitZeroAndDescribesEveryOption() {
+        for (String cmd : new String[] {"replay", "self-check"}) {
+            Run r = main(cmd, "--help");
+            assertEquals(0, r.code(), r.err());
+            assertEquals("", r.err());
+            var spec = new picocli.CommandLine(cmd.equals("replay") ? new ReplayCommand() : new SelfCheckCommand()).getCommandSpec();
+            for (var o : spec.options()) {
+                String n = o.longestName();
+                assertTrue(r.out().contains(n) || (o.negatable() && r.out().contains("--[no-]" + n.substring(2))), cmd + " --help should list " + o.longestName() + ":\n" + r.out());
+                assertTrue(o.description().length > 0 && !o.description()[0].isBlank(), cmd + " " + o.longestName() + " has no description");
+            }
+        }
+        Run r = main("--help");
+        assertEquals(0, r.code());
+        assertTrue(r.out().contains("replay") && r.out().contains("self-check"), r.out());
+    }
+
+    @Test
+    void verboseWorksAfterTheCommandAndNoLengthNormIsAccepted() throws IOException {
+        boolean[][] mask = {{true, true, false}};
+        Path in = dir.resolve("b.safetensors"), on = dir.resolve("on.safetensors"), off = dir.resolve("off.safetensors");
+        writeBatch(in, 1, 3, 11, Safetensors.DType.F32, 0, mask, "u8", 5);
+        Run a = main("replay", "--in", in.toString(), "--out", on.toString(), "-v", "--length-norm");
+        assertEquals(0, a.code(), a.err());
+        Run b = main("-q", "replay", "--no-length-norm", "--in", in.toString(), "--out", off.toString());
+        assertEquals(0, b.code(), b.err());
+        try (Safetensors.Reader x = Safetensors.open(on); Safetensors.Reader y = Safetensors.open(off)) {
+            assertEquals("true", x.metadata().get("length_norm"));
+            assertEquals("false", y.metadata().get("length_norm"));
+            double lx = x.segment("loss").get(java.lang.foreign.ValueLayout.JAVA_DOUBLE_UNALIGNED, 0);
+            double ly = y.segment("loss").get(java.lang.foreign.ValueLayout.JAVA_DOUBLE_UNALIGNED, 0);
+            // one sequence of two selected rows: the sum is twice the mean
+            assertEquals(2 * lx, ly, 1e-12 * Math.abs(ly));
+        }
+    }
+
+    @Test
+    void selfCheckRunsAndPasses() {
+        Run r = main("self-check");
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("relative L2 difference to the reference"), r.out());
+        assertTrue(r.out().contains("self-check: ok"), r.out());
     }
 }
