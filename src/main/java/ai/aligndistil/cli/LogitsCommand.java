@@ -1,5 +1,6 @@
 package ai.aligndistil.cli;
 
+import ai.aligndistil.io.DType;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -82,7 +83,7 @@ public final class LogitsCommand {
                 Tensor logits = model.forward(Tensors.fromLongs(ids, 1, t)).to(ScalarType.Float).contiguous();
                 new Safetensors.Writer()
                         .metadata("format", "pt")
-                        .add("logits", Safetensors.DType.F32, new long[] {t, v}, Tensors.segment(logits))
+                        .add("logits", DType.F32, new long[] {t, v}, Tensors.segment(logits))
                         .write(a.out());
             }
             out.println("logits [" + t + ", " + v + "] (" + Tensors.hfName(a.dtype()) + ") -> " + a.out());

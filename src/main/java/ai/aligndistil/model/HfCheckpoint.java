@@ -1,5 +1,6 @@
 package ai.aligndistil.model;
 
+import ai.aligndistil.io.DType;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -109,12 +110,12 @@ public final class HfCheckpoint {
             for (Safetensors.Reader r : readers) for (String name : r.tensors().keySet()) where.put(name, r);
             Map<String, long[]> expected = config.parameterShapes();
             validate(dir, config, expected, where);
-            Safetensors.DType fileType = null;
+            DType fileType = null;
             Map<String, Tensor> weights = new LinkedHashMap<>();
             for (String name : expected.keySet()) {
                 Safetensors.Reader r = where.get(name);
                 Safetensors.TensorInfo info = r.info(name);
-                if (info.dtype() != Safetensors.DType.F32 && info.dtype() != Safetensors.DType.BF16)
+                if (info.dtype() != DType.F32 && info.dtype() != DType.BF16)
                     throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + "; a mapped load needs F32 or BF16");
                 if (fileType == null) fileType = info.dtype();
                 else if (fileType != info.dtype())

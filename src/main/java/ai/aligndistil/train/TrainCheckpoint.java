@@ -1,5 +1,6 @@
 package ai.aligndistil.train;
 
+import ai.aligndistil.io.DType;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.charset.StandardCharsets;
@@ -136,7 +137,7 @@ public final class TrainCheckpoint {
         }
     }
 
-    private record Entry(Safetensors.DType dtype, long[] shape, MemorySegment data) {}
+    private record Entry(DType dtype, long[] shape, MemorySegment data) {}
 
     private static Tensor wrap(Entry e) {
         return torch.from_blob(Tensors.pointer(e.data().address()), e.shape(), Tensors.options(Tensors.torchType(e.dtype())));

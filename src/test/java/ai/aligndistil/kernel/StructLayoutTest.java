@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
@@ -101,9 +102,9 @@ class StructLayoutTest {
         Map<String, Long> defines = new LinkedHashMap<>();
         Matcher m = Pattern.compile("(?m)^#define (AD_\\w+)\\s+(\\d+)\\b").matcher(h);
         while (m.find()) defines.put(m.group(1), Long.parseLong(m.group(2)));
-        assertEquals(defines.get("AD_F32"), (long) DType.F32.code);
-        assertEquals(defines.get("AD_BF16"), (long) DType.BF16.code);
-        assertEquals(defines.get("AD_F16"), (long) DType.F16.code);
+        assertEquals(defines.get("AD_F32"), (long) ProblemStruct.code("t", DType.F32));
+        assertEquals(defines.get("AD_BF16"), (long) ProblemStruct.code("t", DType.BF16));
+        assertEquals(defines.get("AD_F16"), (long) ProblemStruct.code("t", DType.F16));
         for (Variant v : Variant.values()) assertEquals(defines.get("AD_VARIANT_" + v.name()), (long) v.code, v.name());
         for (String s : List.of("AD_OK", "AD_ERR_INVALID_ARGUMENT", "AD_ERR_NONFINITE", "AD_ERR_EMPTY_ROW", "AD_ERR_UNSUPPORTED", "AD_ERR_CUDA", "AD_ERR_OUT_OF_MEMORY"))
             assertEquals(defines.get(s), javaConstant("ProblemStruct." + s), s);

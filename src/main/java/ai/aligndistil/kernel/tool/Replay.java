@@ -4,7 +4,7 @@ import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.io.Safetensors.SafetensorsException;
 import ai.aligndistil.io.Safetensors.TensorInfo;
 import ai.aligndistil.kernel.Backend;
-import ai.aligndistil.kernel.DType;
+import ai.aligndistil.io.DType;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.LossConfig;
 
@@ -75,8 +75,8 @@ public final class Replay {
 
             FusedDistillLoss.Batch batch = loss.newBatch(B, T, V);
             try {
-                batch.student(input(reader, s, arena), dtype(s)).dpo(input(reader, d, arena), dtype(d));
-                if (sec != null) batch.second(input(reader, sec, arena), dtype(sec));
+                batch.student(input(reader, s, arena), s.dtype()).dpo(input(reader, d, arena), d.dtype());
+                if (sec != null) batch.second(input(reader, sec, arena), sec.dtype());
                 MemorySegment grad = arena.allocate(Math.multiplyExact(B * T * V, 4L), 64);
                 MemorySegment weight = arena.allocate(B * T * 4, 64);
                 MemorySegment tokenLoss = arena.allocate(B * T * 4, 64);
@@ -100,10 +100,10 @@ public final class Replay {
                         .metadata("length_norm", Boolean.toString(cfg.lengthNorm()))
                         .metadata("backend", backend.id())
                         .addDoubles("loss", new long[0], new double[] {l})
-                        .add("token_loss", Safetensors.DType.F32, new long[] {B, T}, tokenLoss)
-                        .add("weight", Safetensors.DType.F32, new long[] {B, T}, weight)
-                        .add("metrics", Safetensors.DType.F32, new long[] {B, T, 3}, metrics)
-                        .add("grad_student_logits", Safetensors.DType.F32, new long[] {B, T, V}, grad)
+                        .add("token_loss", DType.F32, new long[] {B, T}, tokenLoss)
+                        .add("weight", DType.F32, new long[] {B, T}, weight)
+                        .add("metrics", DType.F32, new long[] {B, T, 3}, metrics)
+                        .add("grad_student_logits", DType.F32, new long[] {B, T, V}, grad)
                         .write(out);
                 return new Result(l, B, T, V, batch.selectedRows(), backend);
             } finally {
@@ -125,20 +125,9 @@ public final class Replay {
         return t;
     }
 
-    private static DType dtype(TensorInfo t) {
-        return switch (t.dtype()) {
-            case F32 -> DType.F32;
-            case BF16 -> DType.BF16;
-            case F16 -> DType.F16;
-            default -> throw new IllegalStateException("unreachable");
-        };
-    }
-
     private static void dtype(Path p, TensorInfo t) throws SafetensorsException {
-        switch (t.dtype()) {
-            case F32, BF16, F16 -> { }
-            default -> throw new SafetensorsException(p, t.name() + " has dtype " + t.dtype() + "; logits must be F32, BF16 or F16");
-        }
+        if (!t.dtype().isKernelFloat())
+            throw new SafetensorsException(p, t.name() + " has dtype " + t.dtype().name() + "; logits must be F32, BF16 or F16");
     }
 
     private static void sameShape(Path p, TensorInfo a, TensorInfo b) throws SafetensorsException {
@@ -176,7 +165,7 @@ public final class Replay {
                     if (Float.isNaN(f)) throw new SafetensorsException(p, "mask is NaN at [" + i / T + ", " + i % T + "]");
                     yield f != 0f;
                 }
-                default -> throw new SafetensorsException(p, "mask has dtype " + m.dtype() + "; expected BOOL, U8, I32, I64 or F32");
+                default -> throw new SafetensorsException(p, "mask has dtype " + m.dtype().name() + "; expected BOOL, U8, I32, I64 or F32");
             };
             out.set(ValueLayout.JAVA_BYTE, i, (byte) (on ? 1 : 0));
         }

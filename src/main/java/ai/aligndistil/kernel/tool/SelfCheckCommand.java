@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel.tool;
 
+import ai.aligndistil.io.DType;
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
@@ -155,7 +156,7 @@ public final class SelfCheckCommand implements Callable<Integer> {
                 .addFloats("student_logits", new long[] {B, T, V}, s)
                 .addFloats("dpo_logits", new long[] {B, T, V}, d)
                 .addFloats("reverse_logits", new long[] {B, T, V}, r)
-                .add("mask", Safetensors.DType.U8, new long[] {B, T}, MemorySegment.ofArray(mask))
+                .add("mask", DType.U8, new long[] {B, T}, MemorySegment.ofArray(mask))
                 .write(file);
     }
 }

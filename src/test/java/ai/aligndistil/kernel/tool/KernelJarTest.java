@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel.tool;
 
+import ai.aligndistil.io.DType;
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
@@ -47,7 +48,7 @@ class KernelJarTest {
     void replayFromTheJarAloneMatchesTheInProcessReplay() throws Exception {
         boolean[][] mask = {{false, true, true, true, true}, {true, true, true, false, false}};
         Path in = dir.resolve("batch.safetensors"), mine = dir.resolve("in-process.safetensors"), theirs = dir.resolve("jar.safetensors");
-        new ReplayCommandTest().writeBatch(in, 2, 5, 301, Safetensors.DType.BF16, 0, mask, "bool", 11);
+        new ReplayCommandTest().writeBatch(in, 2, 5, 301, DType.BF16, 0, mask, "bool", 11);
 
         ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
         int code = KernelMain.run(new String[] {"replay", "--in", in.toString(), "--out", mine.toString(), "--beta", "0.2"},
