@@ -116,10 +116,10 @@ public final class HfCheckpoint {
                 Safetensors.Reader r = where.get(name);
                 Safetensors.TensorInfo info = r.info(name);
                 if (info.dtype() != DType.F32 && info.dtype() != DType.BF16)
-                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + "; a mapped load needs F32 or BF16");
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype().name() + "; a mapped load needs F32 or BF16");
                 if (fileType == null) fileType = info.dtype();
                 else if (fileType != info.dtype())
-                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + " but earlier tensors are " + fileType + "; a mapped load needs one dtype");
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype().name() + " but earlier tensors are " + fileType.name() + "; a mapped load needs one dtype");
                 weights.put(name, torch.from_blob(Tensors.pointer(r.segment(name).address()), info.shape(), Tensors.options(Tensors.torchType(info.dtype()))));
             }
             List<Safetensors.Reader> keep = List.copyOf(readers);
@@ -164,7 +164,7 @@ public final class HfCheckpoint {
                 throw new CheckpointException(r.path() + ": tensor '" + e.getKey() + "' has shape " + info.shapeString()
                         + " but config.json implies " + Arrays.toString(e.getValue()));
             if (!info.dtype().isFloatingPoint())
-                throw new CheckpointException(r.path() + ": tensor '" + e.getKey() + "' has dtype " + info.dtype() + ", expected a floating-point type");
+                throw new CheckpointException(r.path() + ": tensor '" + e.getKey() + "' has dtype " + info.dtype().name() + ", expected a floating-point type");
         }
         for (Map.Entry<String, Safetensors.Reader> e : where.entrySet()) {
             String name = e.getKey();

@@ -154,7 +154,7 @@ public final class TrainCheckpoint {
         names.sort(null);
         for (String n : names) {
             Entry e = entries.get(n);
-            crc.update((n + ":" + e.dtype() + ":" + Arrays.toString(e.shape()) + "\n").getBytes(StandardCharsets.UTF_8));
+            crc.update((n + ":" + e.dtype().name() + ":" + Arrays.toString(e.shape()) + "\n").getBytes(StandardCharsets.UTF_8));
             MemorySegment d = e.data();
             for (long o = 0; o < d.byteSize(); o += 1L << 30) crc.update(d.asSlice(o, Math.min(1L << 30, d.byteSize() - o)).asByteBuffer());
         }
