@@ -70,6 +70,13 @@ extern "C" {
 
 #define AD_ABI_VERSION 1
 
+/* Compile-time checks (C11 _Static_assert, C++ static_assert: the header is also compiled by nvcc). */
+#ifdef __cplusplus
+#define AD_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define AD_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
 /* status codes */
 #define AD_OK                   0
 #define AD_ERR_INVALID_ARGUMENT 1   /* a field of the problem is out of range (checked again natively) */
@@ -142,6 +149,43 @@ typedef struct ad_fdl_problem {
     double seq_divisor;          /* > 0: N; <= 0: N = number of sequences with a selected row */
 } ad_fdl_problem;
 
+/* The offsets the Java mirror uses (ai.aligndistil.kernel.ProblemStruct), checked here by the compiler; StructLayoutTest
+ * reads these lines and compares each number with the Java constant named in its message. */
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, batch) == 0, "Java: ProblemStruct.BATCH");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, seq) == 8, "Java: ProblemStruct.SEQ");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, vocab) == 16, "Java: ProblemStruct.VOCAB");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, student) == 24, "Java: ProblemStruct.STUDENT");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, student_dtype) == 32, "Java: ProblemStruct.STUDENT_DTYPE");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, student_stride_b) == 40, "Java: ProblemStruct.STUDENT_SB");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, student_stride_t) == 48, "Java: ProblemStruct.STUDENT_ST");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, dpo) == 56, "Java: ProblemStruct.DPO");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, dpo_dtype) == 64, "Java: ProblemStruct.DPO_DTYPE");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, dpo_stride_b) == 72, "Java: ProblemStruct.DPO_SB");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, dpo_stride_t) == 80, "Java: ProblemStruct.DPO_ST");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, second) == 88, "Java: ProblemStruct.SECOND");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, second_dtype) == 96, "Java: ProblemStruct.SECOND_DTYPE");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, second_stride_b) == 104, "Java: ProblemStruct.SECOND_SB");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, second_stride_t) == 112, "Java: ProblemStruct.SECOND_ST");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, mask) == 120, "Java: ProblemStruct.MASK");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, mask_stride_b) == 128, "Java: ProblemStruct.MASK_SB");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, mask_stride_t) == 136, "Java: ProblemStruct.MASK_ST");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, grad) == 144, "Java: ProblemStruct.GRAD");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, grad_dtype) == 152, "Java: ProblemStruct.GRAD_DTYPE");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, grad_stride_b) == 160, "Java: ProblemStruct.GRAD_SB");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, grad_stride_t) == 168, "Java: ProblemStruct.GRAD_ST");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, weight) == 176, "Java: ProblemStruct.WEIGHT");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, token_loss) == 184, "Java: ProblemStruct.TOKEN_LOSS");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, metrics) == 192, "Java: ProblemStruct.METRICS");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, variant) == 200, "Java: ProblemStruct.VARIANT");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, length_norm) == 208, "Java: ProblemStruct.LENGTH_NORM");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, beta) == 216, "Java: ProblemStruct.BETA");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, beta2) == 224, "Java: ProblemStruct.BETA2");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, epsilon) == 232, "Java: ProblemStruct.EPSILON");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, temperature) == 240, "Java: ProblemStruct.TEMPERATURE");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, student_temperature) == 248, "Java: ProblemStruct.STUDENT_TEMPERATURE");
+AD_STATIC_ASSERT(offsetof(ad_fdl_problem, seq_divisor) == 256, "Java: ProblemStruct.SEQ_DIVISOR");
+AD_STATIC_ASSERT(sizeof(ad_fdl_problem) == 264, "Java: ProblemStruct.SIZE");
+
 /* What a call reports back (host memory). */
 typedef struct ad_fdl_status {
     int64_t code;                /* AD_OK or AD_ERR_* (same as the return value) */
@@ -151,6 +195,16 @@ typedef struct ad_fdl_status {
     int64_t selected_rows;       /* number of selected rows */
     int64_t sequences;           /* number of sequences with a selected row */
 } ad_fdl_status;
+
+/* The offsets the Java mirror uses (ai.aligndistil.kernel.ProblemStruct), checked here by the compiler; StructLayoutTest
+ * reads these lines and compares each number with the Java constant named in its message. */
+AD_STATIC_ASSERT(offsetof(ad_fdl_status, code) == 0, "Java: ProblemStruct.ST_CODE");
+AD_STATIC_ASSERT(offsetof(ad_fdl_status, token) == 8, "Java: ProblemStruct.ST_TOKEN");
+AD_STATIC_ASSERT(offsetof(ad_fdl_status, column) == 16, "Java: ProblemStruct.ST_COLUMN");
+AD_STATIC_ASSERT(offsetof(ad_fdl_status, loss) == 24, "Java: ProblemStruct.ST_LOSS");
+AD_STATIC_ASSERT(offsetof(ad_fdl_status, selected_rows) == 32, "Java: ProblemStruct.ST_SELECTED");
+AD_STATIC_ASSERT(offsetof(ad_fdl_status, sequences) == 40, "Java: ProblemStruct.ST_SEQUENCES");
+AD_STATIC_ASSERT(sizeof(ad_fdl_status) == 48, "Java: ProblemStruct.STATUS_SIZE");
 
 /* ------------------------------------------------------------------------------------------------ */
 /* CPU library (libaligndistil_cpu.so)                                                               */
@@ -334,6 +388,43 @@ typedef struct ad_fll_problem {
 
     int64_t chunk_tokens;         /* C >= 1 tokens per chunk; 0 = auto (AD_FLL_AUTO_WORKSPACE_BYTES) */
 } ad_fll_problem;
+
+/* The offsets the Java mirror uses (ai.aligndistil.kernel.CudaFusedLinearLoss.Layout), checked here by the compiler; StructLayoutTest
+ * reads these lines and compares each number with the Java constant named in its message. */
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, batch) == 0, "Java: CudaFusedLinearLoss.Layout.BATCH");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, seq) == 8, "Java: CudaFusedLinearLoss.Layout.SEQ");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, hidden) == 16, "Java: CudaFusedLinearLoss.Layout.HIDDEN");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, vocab) == 24, "Java: CudaFusedLinearLoss.Layout.VOCAB");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, dtype) == 32, "Java: CudaFusedLinearLoss.Layout.DTYPE");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, student_hidden) == 40, "Java: CudaFusedLinearLoss.Layout.STUDENT_HIDDEN");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, student_head) == 48, "Java: CudaFusedLinearLoss.Layout.STUDENT_HEAD");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, dpo_hidden) == 56, "Java: CudaFusedLinearLoss.Layout.DPO_HIDDEN");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, dpo_head) == 64, "Java: CudaFusedLinearLoss.Layout.DPO_HEAD");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, dpo_logits) == 72, "Java: CudaFusedLinearLoss.Layout.DPO_LOGITS");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, dpo_logits_dtype) == 80, "Java: CudaFusedLinearLoss.Layout.DPO_LOGITS_DTYPE");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, dpo_logits_stride) == 88, "Java: CudaFusedLinearLoss.Layout.DPO_LOGITS_STRIDE");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, second_hidden) == 96, "Java: CudaFusedLinearLoss.Layout.SECOND_HIDDEN");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, second_head) == 104, "Java: CudaFusedLinearLoss.Layout.SECOND_HEAD");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, second_logits) == 112, "Java: CudaFusedLinearLoss.Layout.SECOND_LOGITS");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, second_logits_dtype) == 120, "Java: CudaFusedLinearLoss.Layout.SECOND_LOGITS_DTYPE");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, second_logits_stride) == 128, "Java: CudaFusedLinearLoss.Layout.SECOND_LOGITS_STRIDE");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, mask) == 136, "Java: CudaFusedLinearLoss.Layout.MASK");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, mask_stride_b) == 144, "Java: CudaFusedLinearLoss.Layout.MASK_SB");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, mask_stride_t) == 152, "Java: CudaFusedLinearLoss.Layout.MASK_ST");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, d_student_hidden) == 160, "Java: CudaFusedLinearLoss.Layout.D_STUDENT_HIDDEN");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, d_student_head) == 168, "Java: CudaFusedLinearLoss.Layout.D_STUDENT_HEAD");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, weight) == 176, "Java: CudaFusedLinearLoss.Layout.WEIGHT");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, token_loss) == 184, "Java: CudaFusedLinearLoss.Layout.TOKEN_LOSS");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, variant) == 192, "Java: CudaFusedLinearLoss.Layout.VARIANT");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, length_norm) == 200, "Java: CudaFusedLinearLoss.Layout.LENGTH_NORM");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, beta) == 208, "Java: CudaFusedLinearLoss.Layout.BETA");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, beta2) == 216, "Java: CudaFusedLinearLoss.Layout.BETA2");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, epsilon) == 224, "Java: CudaFusedLinearLoss.Layout.EPSILON");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, temperature) == 232, "Java: CudaFusedLinearLoss.Layout.TEMPERATURE");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, student_temperature) == 240, "Java: CudaFusedLinearLoss.Layout.STUDENT_TEMPERATURE");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, seq_divisor) == 248, "Java: CudaFusedLinearLoss.Layout.SEQ_DIVISOR");
+AD_STATIC_ASSERT(offsetof(ad_fll_problem, chunk_tokens) == 256, "Java: CudaFusedLinearLoss.Layout.CHUNK_TOKENS");
+AD_STATIC_ASSERT(sizeof(ad_fll_problem) == 264, "Java: CudaFusedLinearLoss.Layout.SIZE");
 
 /* Device workspace ad_fll_cuda needs, in bytes: O(C x V + C x H + N + B). It depends on N, B, H, V, dtype,
  * the chunk, which teachers are given as hidden states, and whether mask and token_loss are NULL; query it

@@ -24,7 +24,7 @@ import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
 import ai.aligndistil.kernel.Backend;
-import ai.aligndistil.kernel.DType;
+import ai.aligndistil.io.DType;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.LossConfig;
 import ai.aligndistil.kernel.NativeCpu;

@@ -21,7 +21,7 @@ import org.bytedeco.javacpp.Pointer;
 import ai.aligndistil.io.Json;
 import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
-import ai.aligndistil.kernel.DType;
+import ai.aligndistil.io.DType;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.LossConfig;
 import ai.aligndistil.kernel.NativeCuda;

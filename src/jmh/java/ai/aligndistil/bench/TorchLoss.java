@@ -12,7 +12,7 @@ import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
-import ai.aligndistil.kernel.DType;
+import ai.aligndistil.io.DType;
 import ai.aligndistil.kernel.LossConfig;
 import ai.aligndistil.kernel.Variant;
 import ai.aligndistil.model.TorchRuntime;

@@ -7,7 +7,7 @@ import java.util.Locale;
 
 import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
-import ai.aligndistil.kernel.DType;
+import ai.aligndistil.io.DType;
 import ai.aligndistil.kernel.Elements;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.LossConfig;

@@ -1,5 +1,6 @@
 package ai.aligndistil.cli;
 
+import ai.aligndistil.io.DType;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -112,7 +113,7 @@ final class LogitsCommand implements Callable<Integer> {
                 Tensor logits = m.forward(Tensors.fromLongs(tokens, 1, t)).to(ScalarType.Float).contiguous();
                 new Safetensors.Writer()
                         .metadata("format", "pt")
-                        .add("logits", Safetensors.DType.F32, new long[] {t, v}, Tensors.segment(logits))
+                        .add("logits", DType.F32, new long[] {t, v}, Tensors.segment(logits))
                         .write(out);
             }
             stdout.println("logits [" + t + ", " + v + "] (" + Tensors.hfName(dt) + ") -> " + out);

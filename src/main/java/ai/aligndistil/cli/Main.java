@@ -18,6 +18,8 @@ import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
 import ai.aligndistil.kernel.NativeCpu;
 import ai.aligndistil.kernel.NativeCuda;
+import ai.aligndistil.kernel.tool.ReplayCommand;
+import ai.aligndistil.kernel.tool.SelfCheckCommand;
 import ai.aligndistil.pipeline.config.PipelineException;
 
 /**
@@ -67,7 +69,13 @@ public final class Main implements Callable<Integer> {
         cl.setErr(new PrintWriter(err, true));
         cl.setExpandAtFiles(false);
         cl.setOverwrittenOptionsAllowed(true);   // --no-x --x: the last one wins
-        cl.setParameterExceptionHandler((e, a) -> usageError(e.getCommandLine(), e.getMessage(), err));
+        cl.setParameterExceptionHandler((e, a) -> {
+            // picocli reports missing required options before unknown ones; the unknown option is the better hint
+            CommandLine c = e.getCommandLine();
+            String m = e instanceof CommandLine.MissingParameterException && !c.getUnmatchedArguments().isEmpty()
+                    ? "Unknown option: '" + c.getUnmatchedArguments().get(0) + "'" : e.getMessage();
+            return usageError(c, m, err);
+        });
         cl.setExecutionExceptionHandler((e, c, pr) -> failure(e, c, err));
         cl.setExecutionStrategy(pr -> {
             Logging.configure(root.verbose, Boolean.TRUE.equals(root.quiet));
@@ -80,7 +88,8 @@ public final class Main implements Callable<Integer> {
     static CommandLine commandLine(Main root) {
         CommandLine cl = new CommandLine(root);
         cl.addSubcommand("demo", PipelineCommands.demo(root));
-        cl.addSubcommand("replay", new CommandLine(new Replay(root)));
+        cl.addSubcommand("replay", new CommandLine(new ReplayCommand()));
+        cl.addSubcommand("self-check", new CommandLine(new SelfCheckCommand()));
         cl.addSubcommand("logits", new CommandLine(new LogitsCommand(root.out, root.err)));
         for (String stage : PipelineCommands.STAGES) cl.addSubcommand(stage, PipelineCommands.stage(stage, root));
         cl.addSubcommand("diagnose", new CommandLine(new Diagnose(root)));
@@ -182,22 +191,6 @@ public final class Main implements Callable<Integer> {
             root.out.print(AutoComplete.bash("aligndistil", commandLine(new Main(root.out, root.err))));
             return 0;
         }
-    }
-
-    /**
-     * {@code replay}: the options are still parsed by {@link ReplayCommand} (its {@code --help} lists them); this
-     * command passes every argument through. To be replaced by the kernel jar's picocli replay command.
-     */
-    @Command(name = "replay",
-            description = "Loss and gradient of a batch dumped to safetensors, on a chosen backend ('aligndistil replay --help' lists its options).")
-    static final class Replay implements Callable<Integer> {
-        @CommandLine.Unmatched List<String> args = new ArrayList<>();
-        private final Main root;
-
-        Replay(Main root) { this.root = root; }
-
-        @Override
-        public Integer call() { return ReplayCommand.run(args.toArray(String[]::new), root.out); }
     }
 
     /** {@code diagnose}: what this machine offers. */

@@ -88,13 +88,13 @@ final class PipelineCommands {
                 for (OptionSpec o : pr.matchedOptions())
                     if (o != replay && !o.inherited())
                         throw PipelineException.usage("demo: --replay takes no other options (got " + o.longestName() + ")");
-                return DemoCommand.run(new String[0], root.out());
+                return ai.aligndistil.kernel.tool.KernelMain.runCommand("aligndistil self-check", new ai.aligndistil.kernel.tool.SelfCheckCommand(), new String[0], root.out(), root.err());
             }
             return run("demo", StageCommandLine.options(spec, self[0], root.quiet()), root.out(), root.err());
         };
         CommandSpec cs = StageCommandLine.commandSpec(spec, body, false);
         cs.addOption(OptionSpec.builder("--replay").arity("0").type(boolean.class)
-                .description("Instead of the pipeline: replay a built-in example batch (2 x 48 positions, V = 32000) on the default "
+                .description("The old name of 'aligndistil self-check', kept as an alias: instead of the pipeline, replay a built-in example batch (2 x 48 positions, V = 32000) on the default "
                         + "backend and check loss and gradient against the double-precision reference; trains nothing.").build());
         self[0] = cs;
         cs.usageMessage().description(description("demo")).sortOptions(false).abbreviateSynopsis(true);

@@ -35,22 +35,6 @@ public final class Safetensors {
     /** Largest header accepted (the reference implementation uses 100 MB as well). */
     static final long MAX_HEADER_BYTES = 100L << 20;
 
-    /** The element types of the format. */
-    public enum DType {
-        F64(8), F32(4), F16(2), BF16(2), I64(8), I32(4), I16(2), I8(1), U64(8), U32(4), U16(2), U8(1), BOOL(1);
-
-        public final int byteSize;
-
-        DType(int byteSize) { this.byteSize = byteSize; }
-
-        public boolean isFloatingPoint() { return this == F64 || this == F32 || this == F16 || this == BF16; }
-
-        static DType parse(String s) {
-            for (DType d : values()) if (d.name().equals(s)) return d;
-            return null;
-        }
-    }
-
     /** A file that is not a valid safetensors file, or lacks what the caller asked for. */
     public static final class SafetensorsException extends IOException {
         private static final long serialVersionUID = 1L;
@@ -141,7 +125,7 @@ public final class Safetensors {
             if (!(v instanceof Map<?, ?> m)) throw new SafetensorsException(path, "entry '" + name + "' is not an object");
             Object dt = m.get("dtype");
             if (!(dt instanceof String dts)) throw new SafetensorsException(path, "tensor '" + name + "' has no dtype");
-            DType dtype = DType.parse(dts);
+            DType dtype = DType.fromSafetensors(dts);
             if (dtype == null) throw new SafetensorsException(path, "tensor '" + name + "' has unknown dtype " + dts);
             if (!(m.get("shape") instanceof List<?> sh)) throw new SafetensorsException(path, "tensor '" + name + "' has no shape");
             long[] shape = new long[sh.size()];
@@ -168,7 +152,7 @@ public final class Safetensors {
                 throw new SafetensorsException(path, "tensor '" + name + "' is too large");
             }
             if (en - b != expect)
-                throw new SafetensorsException(path, "tensor '" + name + "' has " + (en - b) + " bytes but dtype " + dtype + " and shape " + sh + " need " + expect);
+                throw new SafetensorsException(path, "tensor '" + name + "' has " + (en - b) + " bytes but dtype " + dtype.name() + " and shape " + sh + " need " + expect);
             return new TensorInfo(name, dtype, shape, dataStart + b, en - b);
         }
 
@@ -214,7 +198,7 @@ public final class Safetensors {
             case F64 -> { for (int i = 0; i < out.length; i++) out[i] = (float) s.getAtIndex(LE_DOUBLE, i); }
             case BF16 -> { for (int i = 0; i < out.length; i++) out[i] = Float.intBitsToFloat((s.getAtIndex(LE_SHORT, i) & 0xffff) << 16); }
             case F16 -> { for (int i = 0; i < out.length; i++) out[i] = Float.float16ToFloat(s.getAtIndex(LE_SHORT, i)); }
-            default -> throw new SafetensorsException(path, "tensor '" + t.name() + "' has dtype " + t.dtype() + ", expected a floating-point tensor");
+            default -> throw new SafetensorsException(path, "tensor '" + t.name() + "' has dtype " + t.dtype().name() + ", expected a floating-point tensor");
         }
         return out;
     }
@@ -254,7 +238,7 @@ public final class Safetensors {
             }
             long bytes = Math.multiplyExact(numel, (long) dtype.byteSize);
             if (data.byteSize() != bytes)
-                throw new IllegalArgumentException("tensor '" + name + "': " + data.byteSize() + " bytes given, " + dtype + " " + Arrays.toString(shape) + " needs " + bytes);
+                throw new IllegalArgumentException("tensor '" + name + "': " + data.byteSize() + " bytes given, " + dtype.name() + " " + Arrays.toString(shape) + " needs " + bytes);
             entries.put(name, new Entry(name, dtype, shape.clone(), data));
             return this;
         }

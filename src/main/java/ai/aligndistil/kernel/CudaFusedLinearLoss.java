@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
@@ -144,6 +145,7 @@ public final class CudaFusedLinearLoss {
             if (hidden > Integer.MAX_VALUE || vocab > Integer.MAX_VALUE - 8)
                 throw new IllegalArgumentException("hidden and vocab must fit a cuBLAS int, got " + hidden + ", " + vocab);
             this.dtype = Objects.requireNonNull(dtype, "dtype");
+            ProblemStruct.code("hidden", dtype);
             try {
                 long n = Math.multiplyExact(batch, seq);
                 Math.multiplyExact(Math.multiplyExact(n, hidden), 4L);
@@ -169,6 +171,7 @@ public final class CudaFusedLinearLoss {
 
         /** DPO teacher as logits [N, V], rows {@code rowStride} elements apart (device); clears DPO hidden/head. */
         public Call dpoLogits(MemorySegment logits, DType type, long rowStride) {
+            if (type != null) ProblemStruct.code("dpo logits", type);
             zd = logits; zdType = type; zdStride = rowStride; xd = null; wd = null; return this;
         }
 
@@ -176,6 +179,7 @@ public final class CudaFusedLinearLoss {
         public Call second(MemorySegment hidden, MemorySegment head) { x2 = hidden; w2 = head; z2 = null; return this; }
 
         public Call secondLogits(MemorySegment logits, DType type, long rowStride) {
+            if (type != null) ProblemStruct.code("second logits", type);
             z2 = logits; z2Type = type; z2Stride = rowStride; x2 = null; w2 = null; return this;
         }
 
@@ -406,18 +410,18 @@ public final class CudaFusedLinearLoss {
             p.set(ValueLayout.JAVA_LONG, Layout.SEQ, T);
             p.set(ValueLayout.JAVA_LONG, Layout.HIDDEN, H);
             p.set(ValueLayout.JAVA_LONG, Layout.VOCAB, V);
-            p.set(ValueLayout.JAVA_LONG, Layout.DTYPE, dtype.code);
+            p.set(ValueLayout.JAVA_LONG, Layout.DTYPE, ProblemStruct.code("hidden", dtype));
             p.set(ValueLayout.JAVA_LONG, Layout.STUDENT_HIDDEN, addr(xs));
             p.set(ValueLayout.JAVA_LONG, Layout.STUDENT_HEAD, addr(ws));
             p.set(ValueLayout.JAVA_LONG, Layout.DPO_HIDDEN, zd == null ? addr(xd) : 0L);
             p.set(ValueLayout.JAVA_LONG, Layout.DPO_HEAD, zd == null ? addr(wd) : 0L);
             p.set(ValueLayout.JAVA_LONG, Layout.DPO_LOGITS, addr(zd));
-            p.set(ValueLayout.JAVA_LONG, Layout.DPO_LOGITS_DTYPE, zd == null ? 0 : zdType.code);
+            p.set(ValueLayout.JAVA_LONG, Layout.DPO_LOGITS_DTYPE, zd == null ? 0 : ProblemStruct.code("dpo logits", zdType));
             p.set(ValueLayout.JAVA_LONG, Layout.DPO_LOGITS_STRIDE, zd == null ? 0 : zdStride);
             p.set(ValueLayout.JAVA_LONG, Layout.SECOND_HIDDEN, second && z2 == null ? addr(x2) : 0L);
             p.set(ValueLayout.JAVA_LONG, Layout.SECOND_HEAD, second && z2 == null ? addr(w2) : 0L);
             p.set(ValueLayout.JAVA_LONG, Layout.SECOND_LOGITS, second ? addr(z2) : 0L);
-            p.set(ValueLayout.JAVA_LONG, Layout.SECOND_LOGITS_DTYPE, second && z2 != null ? z2Type.code : 0);
+            p.set(ValueLayout.JAVA_LONG, Layout.SECOND_LOGITS_DTYPE, second && z2 != null ? ProblemStruct.code("second logits", z2Type) : 0);
             p.set(ValueLayout.JAVA_LONG, Layout.SECOND_LOGITS_STRIDE, second && z2 != null ? z2Stride : 0);
             p.set(ValueLayout.JAVA_LONG, Layout.MASK, addr(mask));
             p.set(ValueLayout.JAVA_LONG, Layout.MASK_SB, msb);

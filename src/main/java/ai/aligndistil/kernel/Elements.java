@@ -1,10 +1,11 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 
-/** Reads and writes one element of an f32 / bf16 / f16 little-endian buffer (the reference path and tests). */
+/** Reads and writes one element of an f32 / bf16 / f16 little-endian buffer (the reference path and tests); other dtypes throw. */
 public final class Elements {
     private Elements() {}
 
@@ -16,6 +17,7 @@ public final class Elements {
             case F32 -> seg.getAtIndex(F32, index);
             case BF16 -> bf16ToFloat(seg.getAtIndex(I16, index));
             case F16 -> Float.float16ToFloat(seg.getAtIndex(I16, index));
+            default -> throw unsupported(dt);
         };
     }
 
@@ -24,6 +26,7 @@ public final class Elements {
             case F32 -> seg.setAtIndex(F32, index, v);
             case BF16 -> seg.setAtIndex(I16, index, floatToBf16(v));
             case F16 -> seg.setAtIndex(I16, index, Float.floatToFloat16(v));
+            default -> throw unsupported(dt);
         }
     }
 
@@ -45,6 +48,11 @@ public final class Elements {
             case F32 -> v;
             case BF16 -> bf16ToFloat(floatToBf16(v));
             case F16 -> Float.float16ToFloat(Float.floatToFloat16(v));
+            default -> throw unsupported(dt);
         };
+    }
+
+    private static IllegalArgumentException unsupported(DType dt) {
+        return new IllegalArgumentException("dtype " + dt + " is not an f32 / bf16 / f16 element type");
     }
 }

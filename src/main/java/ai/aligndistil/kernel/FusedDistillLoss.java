@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -327,6 +328,7 @@ public final class FusedDistillLoss {
         private void checkTensor(String what, MemorySegment seg, DType dt, long sb, long st, boolean output, boolean nativeMemory) {
             if (seg == null) throw new IllegalArgumentException(what + " logits are not set");
             if (dt == null) throw new IllegalArgumentException(what + " dtype is not set");
+            ProblemStruct.code(what, dt);
             checkAlive(what, seg, nativeMemory);
             if (sb < 0 || st < 0) throw new IllegalArgumentException(what + " strides must be >= 0, got (" + sb + ", " + st + ")");
             long elems;
@@ -379,23 +381,23 @@ public final class FusedDistillLoss {
             ProblemStruct.putLong(p, ProblemStruct.SEQ, T);
             ProblemStruct.putLong(p, ProblemStruct.VOCAB, V);
             ProblemStruct.putPtr(p, ProblemStruct.STUDENT, student);
-            ProblemStruct.putLong(p, ProblemStruct.STUDENT_DTYPE, studentType.code);
+            ProblemStruct.putLong(p, ProblemStruct.STUDENT_DTYPE, ProblemStruct.code("student", studentType));
             ProblemStruct.putLong(p, ProblemStruct.STUDENT_SB, ssb);
             ProblemStruct.putLong(p, ProblemStruct.STUDENT_ST, sst);
             ProblemStruct.putPtr(p, ProblemStruct.DPO, dpo);
-            ProblemStruct.putLong(p, ProblemStruct.DPO_DTYPE, dpoType.code);
+            ProblemStruct.putLong(p, ProblemStruct.DPO_DTYPE, ProblemStruct.code("dpo", dpoType));
             ProblemStruct.putLong(p, ProblemStruct.DPO_SB, dsb);
             ProblemStruct.putLong(p, ProblemStruct.DPO_ST, dst);
             boolean sec = c.variant().needsSecondTeacher();
             ProblemStruct.putPtr(p, ProblemStruct.SECOND, sec ? second : null);
-            ProblemStruct.putLong(p, ProblemStruct.SECOND_DTYPE, sec ? secondType.code : DType.F32.code);
+            ProblemStruct.putLong(p, ProblemStruct.SECOND_DTYPE, sec ? ProblemStruct.code("second", secondType) : ProblemStruct.code("second", DType.F32));
             ProblemStruct.putLong(p, ProblemStruct.SECOND_SB, sec ? rsb : 0);
             ProblemStruct.putLong(p, ProblemStruct.SECOND_ST, sec ? rst : 0);
             ProblemStruct.putPtr(p, ProblemStruct.MASK, mask);
             ProblemStruct.putLong(p, ProblemStruct.MASK_SB, msb);
             ProblemStruct.putLong(p, ProblemStruct.MASK_ST, mst);
             ProblemStruct.putPtr(p, ProblemStruct.GRAD, grad);
-            ProblemStruct.putLong(p, ProblemStruct.GRAD_DTYPE, gradType.code);
+            ProblemStruct.putLong(p, ProblemStruct.GRAD_DTYPE, ProblemStruct.code("grad", gradType));
             ProblemStruct.putLong(p, ProblemStruct.GRAD_SB, gsb);
             ProblemStruct.putLong(p, ProblemStruct.GRAD_ST, gst);
             ProblemStruct.putPtr(p, ProblemStruct.WEIGHT, weight);

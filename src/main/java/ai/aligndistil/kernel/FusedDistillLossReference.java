@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import java.lang.foreign.MemorySegment;
 
 /**

@@ -1,5 +1,7 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
+
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
@@ -29,6 +31,19 @@ final class ProblemStruct {
     static void putPtr(MemorySegment s, long off, MemorySegment p) { s.set(ValueLayout.JAVA_LONG, off, p == null ? 0L : p.address()); }
     static long getLong(MemorySegment s, long off) { return s.get(ValueLayout.JAVA_LONG, off); }
     static double getDouble(MemorySegment s, long off) { return s.get(ValueLayout.JAVA_DOUBLE, off); }
+
+    /**
+     * The ABI code of a dtype the kernels read and write (AD_F32 = 0, AD_BF16 = 1, AD_F16 = 2); any other element
+     * type is an {@link IllegalArgumentException} naming {@code what}, raised before native code runs.
+     */
+    static int code(String what, DType dt) {
+        return switch (dt) {
+            case F32 -> 0;
+            case BF16 -> 1;
+            case F16 -> 2;
+            default -> throw new IllegalArgumentException(what + " dtype " + dt + " is not supported by the kernels (f32, bf16 or f16)");
+        };
+    }
 
     // status codes (AD_*)
     static final int AD_OK = 0, AD_ERR_INVALID_ARGUMENT = 1, AD_ERR_NONFINITE = 2, AD_ERR_EMPTY_ROW = 3,

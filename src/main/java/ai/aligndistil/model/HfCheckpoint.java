@@ -1,5 +1,6 @@
 package ai.aligndistil.model;
 
+import ai.aligndistil.io.DType;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -109,16 +110,16 @@ public final class HfCheckpoint {
             for (Safetensors.Reader r : readers) for (String name : r.tensors().keySet()) where.put(name, r);
             Map<String, long[]> expected = config.parameterShapes();
             validate(dir, config, expected, where);
-            Safetensors.DType fileType = null;
+            DType fileType = null;
             Map<String, Tensor> weights = new LinkedHashMap<>();
             for (String name : expected.keySet()) {
                 Safetensors.Reader r = where.get(name);
                 Safetensors.TensorInfo info = r.info(name);
-                if (info.dtype() != Safetensors.DType.F32 && info.dtype() != Safetensors.DType.BF16)
-                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + "; a mapped load needs F32 or BF16");
+                if (info.dtype() != DType.F32 && info.dtype() != DType.BF16)
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype().name() + "; a mapped load needs F32 or BF16");
                 if (fileType == null) fileType = info.dtype();
                 else if (fileType != info.dtype())
-                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype() + " but earlier tensors are " + fileType + "; a mapped load needs one dtype");
+                    throw new CheckpointException(r.path() + ": tensor '" + name + "' is " + info.dtype().name() + " but earlier tensors are " + fileType.name() + "; a mapped load needs one dtype");
                 weights.put(name, torch.from_blob(Tensors.pointer(r.segment(name).address()), info.shape(), Tensors.options(Tensors.torchType(info.dtype()))));
             }
             List<Safetensors.Reader> keep = List.copyOf(readers);
@@ -163,7 +164,7 @@ public final class HfCheckpoint {
                 throw new CheckpointException(r.path() + ": tensor '" + e.getKey() + "' has shape " + info.shapeString()
                         + " but config.json implies " + Arrays.toString(e.getValue()));
             if (!info.dtype().isFloatingPoint())
-                throw new CheckpointException(r.path() + ": tensor '" + e.getKey() + "' has dtype " + info.dtype() + ", expected a floating-point type");
+                throw new CheckpointException(r.path() + ": tensor '" + e.getKey() + "' has dtype " + info.dtype().name() + ", expected a floating-point type");
         }
         for (Map.Entry<String, Safetensors.Reader> e : where.entrySet()) {
             String name = e.getKey();

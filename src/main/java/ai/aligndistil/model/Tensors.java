@@ -1,5 +1,6 @@
 package ai.aligndistil.model;
 
+import ai.aligndistil.io.DType;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
@@ -100,19 +101,19 @@ public final class Tensors {
     public static boolean is(Tensor t, ScalarType dtype) { return t.scalar_type().value == dtype.value; }
 
     /** The safetensors dtype of a libtorch dtype. */
-    public static Safetensors.DType fileType(ScalarType dtype) {
-        if (dtype.value == ScalarType.Float.value) return Safetensors.DType.F32;
-        if (dtype.value == ScalarType.BFloat16.value) return Safetensors.DType.BF16;
-        if (dtype.value == ScalarType.Half.value) return Safetensors.DType.F16;
-        if (dtype.value == ScalarType.Double.value) return Safetensors.DType.F64;
-        if (dtype.value == ScalarType.Long.value) return Safetensors.DType.I64;
-        if (dtype.value == ScalarType.Int.value) return Safetensors.DType.I32;
-        if (dtype.value == ScalarType.Byte.value) return Safetensors.DType.U8;
+    public static DType fileType(ScalarType dtype) {
+        if (dtype.value == ScalarType.Float.value) return DType.F32;
+        if (dtype.value == ScalarType.BFloat16.value) return DType.BF16;
+        if (dtype.value == ScalarType.Half.value) return DType.F16;
+        if (dtype.value == ScalarType.Double.value) return DType.F64;
+        if (dtype.value == ScalarType.Long.value) return DType.I64;
+        if (dtype.value == ScalarType.Int.value) return DType.I32;
+        if (dtype.value == ScalarType.Byte.value) return DType.U8;
         throw new IllegalArgumentException("no safetensors dtype for " + dtype);
     }
 
     /** The libtorch dtype of a safetensors dtype (the floating types and the common integer types). */
-    public static ScalarType torchType(Safetensors.DType d) {
+    public static ScalarType torchType(DType d) {
         return switch (d) {
             case F32 -> ScalarType.Float;
             case BF16 -> ScalarType.BFloat16;

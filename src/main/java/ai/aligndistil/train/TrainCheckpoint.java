@@ -1,5 +1,6 @@
 package ai.aligndistil.train;
 
+import ai.aligndistil.io.DType;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.charset.StandardCharsets;
@@ -136,7 +137,7 @@ public final class TrainCheckpoint {
         }
     }
 
-    private record Entry(Safetensors.DType dtype, long[] shape, MemorySegment data) {}
+    private record Entry(DType dtype, long[] shape, MemorySegment data) {}
 
     private static Tensor wrap(Entry e) {
         return torch.from_blob(Tensors.pointer(e.data().address()), e.shape(), Tensors.options(Tensors.torchType(e.dtype())));
@@ -153,7 +154,7 @@ public final class TrainCheckpoint {
         names.sort(null);
         for (String n : names) {
             Entry e = entries.get(n);
-            crc.update((n + ":" + e.dtype() + ":" + Arrays.toString(e.shape()) + "\n").getBytes(StandardCharsets.UTF_8));
+            crc.update((n + ":" + e.dtype().name() + ":" + Arrays.toString(e.shape()) + "\n").getBytes(StandardCharsets.UTF_8));
             MemorySegment d = e.data();
             for (long o = 0; o < d.byteSize(); o += 1L << 30) crc.update(d.asSlice(o, Math.min(1L << 30, d.byteSize() - o)).asByteBuffer());
         }

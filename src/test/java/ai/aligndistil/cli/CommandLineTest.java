@@ -47,7 +47,7 @@ class CommandLineTest {
         return Main.commandLine(Main.forTest(nul, nul));
     }
 
-    /** Every command but help (which takes a command name) and replay (its options are still its own; checked below). */
+    /** Every command but help (which takes a command name). */
     static List<String> commands() {
         List<String> c = new ArrayList<>(tree().getSubcommands().keySet());
         c.remove("help");
@@ -57,23 +57,23 @@ class CommandLineTest {
     @Test
     void everyCommandsHelpIsOnStdoutWithExitZeroAndDescribesEveryOption() {
         List<String> cmds = commands();
-        for (String s : List.of("demo", "replay", "logits", "task", "task-pairs", "sft", "dpo", "distill", "eval", "diagnose", "version", "completion"))
+        for (String s : List.of("demo", "replay", "self-check", "logits", "task", "task-pairs", "sft", "dpo", "distill", "eval", "diagnose", "version", "completion"))
             assertTrue(cmds.contains(s), "command " + s + " missing: " + cmds);
         for (String cmd : cmds) {
             Run r = main(cmd, "--help");
             assertEquals(0, r.code(), cmd + ": " + r.err());
-            assertTrue(r.out().contains("Usage: aligndistil " + cmd) || cmd.equals("replay"), cmd + ": " + r.out());
+            assertTrue(r.out().contains("Usage: aligndistil " + cmd), cmd + ": " + r.out());
             assertEquals("", r.err(), cmd);
             CommandSpec spec = tree().getSubcommands().get(cmd).getCommandSpec();
             for (OptionSpec o : spec.options()) {
                 String d = String.join(" ", o.description()).replaceAll("\\(default: [^)]*\\)", "").strip();
                 assertFalse(d.isEmpty(), cmd + " " + o.longestName() + " has no description");
-                if (!o.hidden() && !cmd.equals("replay")) assertTrue(r.out().contains(o.longestName().replace("--", "")), cmd + ": help lacks " + o.longestName());
+                if (!o.hidden()) assertTrue(r.out().contains(o.longestName().replace("--", "")), cmd + ": help lacks " + o.longestName());
             }
             for (String n : new String[] {"-v", "--verbose", "-q", "--quiet"})
                 assertTrue(spec.findOption(n) != null, cmd + " does not take " + n);
         }
-        // replay's options are still parsed by ReplayCommand, which prints its own usage
+        // replay and self-check are the kernel jar's own picocli commands, registered as subcommands
         Run r = main("replay", "--help");
         assertTrue(r.out().contains("--variant") && r.out().contains("--backend"), r.out());
         // the help shows defaults with their values, and the negatable form of a flag

@@ -1,5 +1,6 @@
 package ai.aligndistil.cli;
 
+import ai.aligndistil.io.DType;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -35,7 +36,7 @@ class LogitsCommandTest {
 
     static float[] read(Path f, long t) throws IOException {
         try (Safetensors.Reader r = Safetensors.open(f)) {
-            assertEquals(Safetensors.DType.F32, r.info("logits").dtype());
+            assertEquals(DType.F32, r.info("logits").dtype());
             assertArrayEquals(new long[] {t, V}, r.info("logits").shape());
             return r.readFloats("logits");
         }

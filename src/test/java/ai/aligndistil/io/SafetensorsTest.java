@@ -28,15 +28,15 @@ class SafetensorsTest {
         new Safetensors.Writer().metadata("format", "pt")
                 .addFloats("x", new long[] {2, 3}, x)
                 .addDoubles("scalar", new long[0], new double[] {Math.PI})
-                .add("m", Safetensors.DType.U8, new long[] {4}, MemorySegment.ofArray(new byte[] {1, 0, 1, 1}))
-                .add("h", Safetensors.DType.BF16, new long[] {2}, MemorySegment.ofArray(new short[] {0x3f80, (short) 0xc000}))
+                .add("m", DType.U8, new long[] {4}, MemorySegment.ofArray(new byte[] {1, 0, 1, 1}))
+                .add("h", DType.BF16, new long[] {2}, MemorySegment.ofArray(new short[] {0x3f80, (short) 0xc000}))
                 .write(f);
         byte[] raw = Files.readAllBytes(f);
         long n = ByteBuffer.wrap(raw, 0, 8).order(ByteOrder.LITTLE_ENDIAN).getLong();
         assertEquals(0, (8 + n) % 8, "data section aligned to 8 bytes");
         try (Safetensors.Reader r = Safetensors.open(f)) {
             assertEquals("pt", r.metadata().get("format"));
-            assertEquals(Safetensors.DType.F32, r.info("x").dtype());
+            assertEquals(DType.F32, r.info("x").dtype());
             assertArrayEquals(new long[] {2, 3}, r.info("x").shape());
             assertArrayEquals(x, r.readFloats("x"));
             assertArrayEquals(new long[0], r.info("scalar").shape());
@@ -95,7 +95,7 @@ class SafetensorsTest {
     @Test
     void writerRefusesInconsistentTensors() {
         Safetensors.Writer w = new Safetensors.Writer();
-        assertThrows(IllegalArgumentException.class, () -> w.add("x", Safetensors.DType.F32, new long[] {3}, MemorySegment.ofArray(new byte[8])));
+        assertThrows(IllegalArgumentException.class, () -> w.add("x", DType.F32, new long[] {3}, MemorySegment.ofArray(new byte[8])));
         w.addFloats("x", new long[] {2}, new float[] {1, 2});
         assertThrows(IllegalArgumentException.class, () -> w.addFloats("x", new long[] {2}, new float[] {1, 2}));
         assertThrows(IllegalArgumentException.class, () -> w.addFloats("__metadata__", new long[] {1}, new float[] {1}));

@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
@@ -36,6 +37,7 @@ final class Compare {
                 case F32 -> 0;
                 case BF16 -> Math.scalb(1.0, -8);
                 case F16 -> Math.scalb(1.0, -11);
+                default -> throw new IllegalArgumentException("gradient dtype " + gradType);
             };
             return new Tol(t.scalar(), t.grad() + out);
         }

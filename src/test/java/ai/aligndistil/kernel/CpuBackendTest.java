@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;

@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.params.ParameterizedTest;

@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.SplittableRandom;

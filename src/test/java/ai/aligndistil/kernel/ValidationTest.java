@@ -1,5 +1,6 @@
 package ai.aligndistil.kernel;
 
+import ai.aligndistil.io.DType;
 import org.junit.jupiter.api.Test;
 
 import java.lang.foreign.Arena;
@@ -52,6 +53,25 @@ class ValidationTest {
         assertEquals("temperature must be finite and > 0, got 0.0", e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> Variant.parse("ppo"));
         assertThrows(IllegalArgumentException.class, () -> DType.parse("f8"));
+    }
+
+    /** One dtype enum for files and kernels: the element types the kernels cannot read are refused, naming the tensor. */
+    @Test
+    void nonFloatDtypesAreRefusedBeforeNativeCode() {
+        expect("student dtype i64 is not supported by the kernels (f32, bf16 or f16)", b -> b.student(wide(b), DType.I64));
+        expect("dpo dtype f64 is not supported", b -> b.dpo(wide(b), DType.F64));
+        expect("grad dtype bool is not supported", b -> b.grad(wide(b), DType.BOOL));
+        assertEquals(DType.BF16, DType.parse("bfloat16"));
+        assertEquals(DType.F32, DType.parse("F32"));
+        assertEquals(DType.I64, DType.fromSafetensors("I64"));
+        assertEquals(null, DType.fromSafetensors("i64"));
+    }
+
+    private static final Arena BIG = Arena.ofAuto();
+
+    /** A native buffer large enough for [B, T, V] of 8-byte elements. */
+    private static MemorySegment wide(FusedDistillLoss.Batch b) {
+        return BIG.allocate(b.batch() * b.seq() * b.vocab() * 8, 64);
     }
 
     @Test

@@ -23,7 +23,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
-import ai.aligndistil.kernel.DType;
+import ai.aligndistil.io.DType;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.FusedDistillLossReference;
 import ai.aligndistil.kernel.LossConfig;

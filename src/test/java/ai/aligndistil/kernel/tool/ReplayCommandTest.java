@@ -1,5 +1,6 @@
-package ai.aligndistil.cli;
+package ai.aligndistil.kernel.tool;
 
+import ai.aligndistil.io.DType;
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.kernel.Backend;
 import ai.aligndistil.kernel.Backends;
@@ -34,18 +35,18 @@ class ReplayCommandTest {
 
     static Run main(String... args) {
         ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
-        int code = Main.run(args, new PrintStream(o, true, StandardCharsets.UTF_8), new PrintStream(e, true, StandardCharsets.UTF_8));
+        int code = KernelMain.run(args, new PrintStream(o, true, StandardCharsets.UTF_8), new PrintStream(e, true, StandardCharsets.UTF_8));
         return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
     }
 
     /** A batch file of logits offset + 3 N(0,1) (plus model noise); returns the logits as the kernels will see them (after rounding to {@code dtype}). */
-    double[][][][] writeBatch(Path f, int B, int T, int V, Safetensors.DType dtype, double offset, boolean[][] mask, String maskDtype, long seed) throws IOException {
+    double[][][][] writeBatch(Path f, int B, int T, int V, DType dtype, double offset, boolean[][] mask, String maskDtype, long seed) throws IOException {
         double scale = 3;
         SplittableRandom r = new SplittableRandom(seed);
         double[][][][] z = new double[3][B][T][V];
         int es = dtype.byteSize;
         MemorySegment[] seg = new MemorySegment[3];
-        ai.aligndistil.kernel.DType kd = dtype == Safetensors.DType.F32 ? ai.aligndistil.kernel.DType.F32 : ai.aligndistil.kernel.DType.BF16;
+        DType kd = dtype == DType.F32 ? DType.F32 : DType.BF16;
         for (int k = 0; k < 3; k++) seg[k] = MemorySegment.ofArray(new byte[B * T * V * es]);
         for (int b = 0; b < B; b++) for (int t = 0; t < T; t++) for (int v = 0; v < V; v++) {
             double base = offset + scale * r.nextGaussian();
@@ -61,10 +62,10 @@ class ReplayCommandTest {
                 .add("dpo_logits", dtype, new long[] {B, T, V}, seg[1])
                 .add("reverse_logits", dtype, new long[] {B, T, V}, seg[2]);
         byte[] mb;
-        Safetensors.DType mdt;
+        DType mdt;
         switch (maskDtype) {
             case "i64" -> {
-                mdt = Safetensors.DType.I64;
+                mdt = DType.I64;
                 long[] m = new long[B * T];
                 for (int i = 0; i < m.length; i++) m[i] = mask[i / T][i % T] ? 1 : 0;
                 w.add("mask", mdt, new long[] {B, T}, MemorySegment.ofArray(m));
@@ -72,24 +73,24 @@ class ReplayCommandTest {
             case "f32" -> {
                 float[] m = new float[B * T];
                 for (int i = 0; i < m.length; i++) m[i] = mask[i / T][i % T] ? 1f : 0f;
-                w.add("mask", Safetensors.DType.F32, new long[] {B, T}, MemorySegment.ofArray(m));
+                w.add("mask", DType.F32, new long[] {B, T}, MemorySegment.ofArray(m));
             }
             case "i32" -> {
                 int[] m = new int[B * T];
                 for (int i = 0; i < m.length; i++) m[i] = mask[i / T][i % T] ? 7 : 0;
-                w.add("mask", Safetensors.DType.I32, new long[] {B, T}, MemorySegment.ofArray(m));
+                w.add("mask", DType.I32, new long[] {B, T}, MemorySegment.ofArray(m));
             }
             default -> {
                 mb = new byte[B * T];
                 for (int i = 0; i < mb.length; i++) mb[i] = (byte) (mask[i / T][i % T] ? 1 : 0);
-                w.add("mask", maskDtype.equals("bool") ? Safetensors.DType.BOOL : Safetensors.DType.U8, new long[] {B, T}, MemorySegment.ofArray(mb));
+                w.add("mask", maskDtype.equals("bool") ? DType.BOOL : DType.U8, new long[] {B, T}, MemorySegment.ofArray(mb));
             }
         }
         w.write(f);
         return z;
     }
 
-    private void check(Safetensors.DType dtype, double offset, String maskDtype, double tolScalar, double tolGrad, String backend) throws IOException {
+    private void check(DType dtype, double offset, String maskDtype, double tolScalar, double tolGrad, String backend) throws IOException {
         int B = 3, T = 6, V = 1537;
         boolean[][] mask = new boolean[B][T];
         for (int t = 2; t < T; t++) mask[0][t] = true;          // prompt of 2
@@ -125,22 +126,22 @@ class ReplayCommandTest {
     static String hostBackend() { return Backends.available(Backend.CPU) ? "cpu" : "reference"; }
 
     @Test
-    void cpuReplayAgreesWithTheOfficialFormulasF32() throws IOException { check(Safetensors.DType.F32, 0, "bool", 1e-5, 1e-4, hostBackend()); }
+    void cpuReplayAgreesWithTheOfficialFormulasF32() throws IOException { check(DType.F32, 0, "bool", 1e-5, 1e-4, hostBackend()); }
 
     @Test
-    void cpuReplayAgreesWithTheOfficialFormulasBf16() throws IOException { check(Safetensors.DType.BF16, 0, "u8", 1e-4, 1e-3, hostBackend()); }
+    void cpuReplayAgreesWithTheOfficialFormulasBf16() throws IOException { check(DType.BF16, 0, "u8", 1e-4, 1e-3, hostBackend()); }
 
     @Test
-    void cpuReplayAgreesWithTheOfficialFormulasHugeLogits() throws IOException { check(Safetensors.DType.F32, 1e4, "i32", 1e-4, 1e-3, hostBackend()); }
+    void cpuReplayAgreesWithTheOfficialFormulasHugeLogits() throws IOException { check(DType.F32, 1e4, "i32", 1e-4, 1e-3, hostBackend()); }
 
     @Test
     void referenceReplayAgreesWithTheOfficialFormulas() throws IOException {
         // Both are float64; only the f32 outputs round (2^-24 relative).
-        check(Safetensors.DType.F32, 0, "f32", 1e-7, 1e-6, "reference");
+        check(DType.F32, 0, "f32", 1e-7, 1e-6, "reference");
     }
 
     @Test
-    void maskAsInt64() throws IOException { check(Safetensors.DType.F32, -50, "i64", 1e-5, 1e-4, hostBackend()); }
+    void maskAsInt64() throws IOException { check(DType.F32, -50, "i64", 1e-5, 1e-4, hostBackend()); }
 
     // ------------------------------------------------------------------ failures: one line, non-zero exit, no file
 
@@ -157,7 +158,7 @@ class ReplayCommandTest {
     void badFilesFailWithOneLine() throws IOException {
         boolean[][] mask = {{true, true}};
         Path in = dir.resolve("b.safetensors"), out = dir.resolve("r.safetensors");
-        writeBatch(in, 1, 2, 9, Safetensors.DType.F32, 1, mask, "u8", 1);
+        writeBatch(in, 1, 2, 9, DType.F32, 1, mask, "u8", 1);
         byte[] bytes = Files.readAllBytes(in);
 
         Path truncated = dir.resolve("truncated.safetensors");
@@ -170,7 +171,7 @@ class ReplayCommandTest {
         Path noReverse = dir.resolve("noreverse.safetensors");
         new Safetensors.Writer().addFloats("student_logits", new long[] {1, 1, 3}, new float[3]).addFloats("dpo_logits", new long[] {1, 1, 3}, new float[3])
                 .addFloats("reference_logits", new long[] {1, 1, 3}, new float[3])
-                .add("mask", Safetensors.DType.U8, new long[] {1, 1}, MemorySegment.ofArray(new byte[] {1})).write(noReverse);
+                .add("mask", DType.U8, new long[] {1, 1}, MemorySegment.ofArray(new byte[] {1})).write(noReverse);
         fails(main("replay", "--in", noReverse.toString(), "--out", out.toString()), out, "missing tensor 'reverse_logits'", "reference_logits");
         Run ok = main("replay", "--in", noReverse.toString(), "--out", out.toString(), "--variant", "adaptive");
         assertEquals(0, ok.code(), ok.err());
@@ -179,19 +180,19 @@ class ReplayCommandTest {
         Path vocab = dir.resolve("vocab.safetensors");
         new Safetensors.Writer().addFloats("student_logits", new long[] {1, 1, 3}, new float[3]).addFloats("dpo_logits", new long[] {1, 1, 4}, new float[4])
                 .addFloats("reverse_logits", new long[] {1, 1, 3}, new float[3])
-                .add("mask", Safetensors.DType.U8, new long[] {1, 1}, MemorySegment.ofArray(new byte[] {1})).write(vocab);
+                .add("mask", DType.U8, new long[] {1, 1}, MemorySegment.ofArray(new byte[] {1})).write(vocab);
         fails(main("replay", "--in", vocab.toString(), "--out", out.toString()), out, "dpo_logits has shape [1, 1, 4]", "vocabulary sizes differ");
 
         Path badMask = dir.resolve("badmask.safetensors");
         new Safetensors.Writer().addFloats("student_logits", new long[] {1, 2, 3}, new float[6]).addFloats("dpo_logits", new long[] {1, 2, 3}, new float[6])
                 .addFloats("reverse_logits", new long[] {1, 2, 3}, new float[6])
-                .add("mask", Safetensors.DType.U8, new long[] {2, 1}, MemorySegment.ofArray(new byte[] {1, 1})).write(badMask);
+                .add("mask", DType.U8, new long[] {2, 1}, MemorySegment.ofArray(new byte[] {1, 1})).write(badMask);
         fails(main("replay", "--in", badMask.toString(), "--out", out.toString()), out, "mask has shape [2, 1], expected [1, 2]");
 
         Path f64 = dir.resolve("f64.safetensors");
         new Safetensors.Writer().addDoubles("student_logits", new long[] {1, 1, 3}, new double[3]).addFloats("dpo_logits", new long[] {1, 1, 3}, new float[3])
                 .addFloats("reverse_logits", new long[] {1, 1, 3}, new float[3])
-                .add("mask", Safetensors.DType.U8, new long[] {1, 1}, MemorySegment.ofArray(new byte[] {1})).write(f64);
+                .add("mask", DType.U8, new long[] {1, 1}, MemorySegment.ofArray(new byte[] {1})).write(f64);
         fails(main("replay", "--in", f64.toString(), "--out", out.toString()), out, "student_logits has dtype F64");
 
         Path nan = dir.resolve("nan.safetensors");
@@ -199,32 +200,104 @@ class ReplayCommandTest {
         s[(1 * 3 + 2) * 5 + 4] = Float.NaN;
         new Safetensors.Writer().addFloats("student_logits", new long[] {2, 3, 5}, s).addFloats("dpo_logits", new long[] {2, 3, 5}, new float[30])
                 .addFloats("reverse_logits", new long[] {2, 3, 5}, new float[30])
-                .add("mask", Safetensors.DType.U8, new long[] {2, 3}, MemorySegment.ofArray(new byte[] {1, 1, 1, 1, 1, 1})).write(nan);
+                .add("mask", DType.U8, new long[] {2, 3}, MemorySegment.ofArray(new byte[] {1, 1, 1, 1, 1, 1})).write(nan);
         fails(main("replay", "--in", nan.toString(), "--out", out.toString()), out, nan.toString(), "batch 1, position 2", "column 4", "student=NaN");
     }
 
-    @Test
-    void usageErrorsExitWithTwo() {
-        Run r = main("replay", "--in");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("--in needs a value"), r.err());
-        r = main("replay", "--in", "a", "--out", "b", "--beta", "-1");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("beta must be finite and > 0"), r.err());
-        r = main("replay", "--in", "a", "--out", "b", "--variant", "ppo");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("unknown variant 'ppo'"), r.err());
-        r = main("replay", "--frobnicate");
-        assertEquals(2, r.code());
-        assertTrue(r.err().contains("unknown option --frobnicate"), r.err());
-        r = main("nonsense");
-        assertEquals(2, r.code());
+    /** A usage error: exit 2, at most two lines on stderr, each fragment in them, no stack trace. */
+    private static void usage(Run r, String... fragments) {
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().lines().count() <= 2, "at most two lines on stderr: " + r.err());
+        for (String f : fragments) assertTrue(r.err().contains(f), "stderr '" + r.err().trim() + "' should contain '" + f + "'");
+        assertFalse(r.err().contains("\tat "), "no stack trace: " + r.err());
+        assertEquals("", r.out(), "nothing on stdout after a usage error");
     }
 
     @Test
-    void demoRuns() {
-        Run r = main("demo", "--replay");
+    void usageErrorsExitWithTwoInAtMostTwoLines() {
+        usage(main("replay", "--in"), "Missing required parameter for option '--in'");
+        usage(main("replay", "--in", "a", "--out", "b", "--beta", "-1"), "beta must be finite and > 0");
+        usage(main("replay", "--in", "a", "--out", "b", "--beta", "x"), "--beta", "'x'");
+        usage(main("replay", "--in", "a", "--out", "b", "--variant", "ppo"), "unknown variant 'ppo'");
+        usage(main("replay", "--in", "a", "--out", "b", "--backend", "tpu"), "unknown backend 'tpu'");
+        usage(main("replay", "--in", "a", "--out", "b", "--sequence-divisor", "-1"), "--sequence-divisor must be finite and >= 0");
+        usage(main("replay", "--frobnicate"), "Unknown option: '--frobnicate'");
+        usage(main("replay", "--in", "a"), "Missing required option", "--out");
+        usage(main("nonsense"), "nonsense");
+        usage(main(), "missing command");
+        if (!Backends.available(Backend.CUDA))
+            usage(main("replay", "--in", "a", "--out", "b", "--backend", "cuda"), "the cuda backend is unavailable");
+    }
+
+    @Test
+    void helpGoesToStdoutWithExitZeroAndDescribesEveryOption() {
+        for (String cmd : new String[] {"replay", "self-check"}) {
+            Run r = main(cmd, "--help");
+            assertEquals(0, r.code(), r.err());
+            assertEquals("", r.err());
+            var spec = new picocli.CommandLine(cmd.equals("replay") ? new ReplayCommand() : new SelfCheckCommand()).getCommandSpec();
+            for (var o : spec.options()) {
+                String n = o.longestName();
+                assertTrue(r.out().contains(n) || (o.negatable() && r.out().contains("--[no-]" + n.substring(2))), cmd + " --help should list " + o.longestName() + ":\n" + r.out());
+                assertTrue(o.description().length > 0 && !o.description()[0].isBlank(), cmd + " " + o.longestName() + " has no description");
+            }
+        }
+        Run r = main("--help");
+        assertEquals(0, r.code());
+        assertTrue(r.out().contains("replay") && r.out().contains("self-check"), r.out());
+    }
+
+    @Test
+    void verboseWorksAfterTheCommandAndNoLengthNormIsAccepted() throws IOException {
+        boolean[][] mask = {{true, true, false}};
+        Path in = dir.resolve("b.safetensors"), on = dir.resolve("on.safetensors"), off = dir.resolve("off.safetensors");
+        writeBatch(in, 1, 3, 11, DType.F32, 0, mask, "u8", 5);
+        Run a = main("replay", "--in", in.toString(), "--out", on.toString(), "-v", "--length-norm");
+        assertEquals(0, a.code(), a.err());
+        Run b = main("-q", "replay", "--no-length-norm", "--in", in.toString(), "--out", off.toString());
+        assertEquals(0, b.code(), b.err());
+        try (Safetensors.Reader x = Safetensors.open(on); Safetensors.Reader y = Safetensors.open(off)) {
+            assertEquals("true", x.metadata().get("length_norm"));
+            assertEquals("false", y.metadata().get("length_norm"));
+            double lx = x.segment("loss").get(java.lang.foreign.ValueLayout.JAVA_DOUBLE_UNALIGNED, 0);
+            double ly = y.segment("loss").get(java.lang.foreign.ValueLayout.JAVA_DOUBLE_UNALIGNED, 0);
+            // one sequence of two selected rows: the sum is twice the mean
+            assertEquals(2 * lx, ly, 1e-12 * Math.abs(ly));
+        }
+    }
+
+    /** A host CLI with its own inherited -v/-q (as cli.Main will be) takes both commands as subcommands. */
+    @picocli.CommandLine.Command(name = "host", mixinStandardHelpOptions = true)
+    static final class Host implements Runnable {
+        @picocli.CommandLine.Option(names = {"-v", "--verbose"}, scope = picocli.CommandLine.ScopeType.INHERIT, description = "more")
+        boolean verbose;
+
+        @Override
+        public void run() { }
+    }
+
+    @Test
+    void registersAsSubcommandsOfAHostCli() throws IOException {
+        Host host = new Host();
+        picocli.CommandLine cl = KernelMain.configure(new picocli.CommandLine(host)
+                .addSubcommand(new ReplayCommand()).addSubcommand(new SelfCheckCommand()));
+        ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
+        cl.setOut(new java.io.PrintWriter(o, true, StandardCharsets.UTF_8)).setErr(new java.io.PrintWriter(e, true, StandardCharsets.UTF_8));
+        boolean[][] mask = {{true, false}};
+        Path in = dir.resolve("b.safetensors"), out = dir.resolve("r.safetensors");
+        writeBatch(in, 1, 2, 7, DType.F32, 0, mask, "u8", 3);
+        assertEquals(0, cl.execute("replay", "--in", in.toString(), "--out", out.toString(), "-v"), e.toString(StandardCharsets.UTF_8));
+        assertTrue(host.verbose, "-v after the subcommand reaches the host");
+        assertTrue(o.toString(StandardCharsets.UTF_8).startsWith("replay: loss"), o.toString(StandardCharsets.UTF_8));
+        assertEquals(2, cl.execute("replay", "--bogus"));
+        assertTrue(e.toString(StandardCharsets.UTF_8).startsWith("host replay: Unknown option: '--bogus'"), e.toString(StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void selfCheckRunsAndPasses() {
+        Run r = main("self-check");
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("relative L2 difference to the reference"), r.out());
+        assertTrue(r.out().contains("self-check: ok"), r.out());
     }
 }

@@ -1,4 +1,4 @@
-package ai.aligndistil.cli;
+package ai.aligndistil.kernel.tool;
 
 /**
  * An independent float64 transcription of the official AlignDistil code (OpenRLHF fork, off-policy trainer:

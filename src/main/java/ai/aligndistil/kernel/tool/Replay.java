@@ -1,101 +1,58 @@
-package ai.aligndistil.cli;
+package ai.aligndistil.kernel.tool;
 
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.io.Safetensors.SafetensorsException;
 import ai.aligndistil.io.Safetensors.TensorInfo;
 import ai.aligndistil.kernel.Backend;
-import ai.aligndistil.kernel.Backends;
-import ai.aligndistil.kernel.DType;
+import ai.aligndistil.io.DType;
 import ai.aligndistil.kernel.FusedDistillLoss;
 import ai.aligndistil.kernel.LossConfig;
-import ai.aligndistil.kernel.Variant;
 
 import java.io.IOException;
-import java.io.PrintStream;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.Set;
 
 /**
- * {@code aligndistil replay}: the engine's loss and gradient on a batch dumped from another trainer.
- * <pre>
- * replay --in batch.safetensors --out result.safetensors [--variant NAME] [--beta B] [--beta2 B2]
- *        [--epsilon E] [--temperature T] [--student-temperature TS] [--length-norm | --no-length-norm]
- *        [--sequence-divisor N] [--backend reference|cpu|cuda]
- * </pre>
- * Input tensors: student_logits and dpo_logits [B,T,V] (f32, bf16 or f16), reverse_logits (aligndistil,
- * contrast) or reference_logits (adaptive, theorem1) [B,T,V], mask [B,T] (bool, u8, i32, i64 or f32; nonzero
- * = selected row, no shift). Output: loss (f64 scalar), token_loss [B,T], weight [B,T], metrics [B,T,3] and
- * grad_student_logits [B,T,V], all f32 but the loss. The output file is written atomically, and only on success.
+ * The replay itself, without a command line: reads a batch dumped from another trainer (safetensors), runs the
+ * fused loss, writes loss, token losses, weights, metrics and the gradient (safetensors, atomically, only on
+ * success). Used by {@link ReplayCommand} and {@link SelfCheckCommand}; callable from an embedding program.
+ *
+ * <p>Input tensors: student_logits and dpo_logits [B,T,V] (f32, bf16 or f16), reverse_logits (aligndistil,
+ * contrast) or reference_logits (adaptive, theorem1) [B,T,V], mask [B,T] (bool, u8, i32, i64 or f32; nonzero =
+ * selected row, no shift). Output: loss (f64 scalar), token_loss [B,T], weight [B,T], metrics [B,T,3] and
+ * grad_student_logits [B,T,V], all f32 but the loss.
  */
-public final class ReplayCommand {
-    private ReplayCommand() {}
-
-    public static final String USAGE = """
-            usage: aligndistil replay --in BATCH.safetensors --out RESULT.safetensors [options]
-              --variant NAME            aligndistil (default) | contrast | adaptive | theorem1 | gkd
-              --beta B                  0.1
-              --beta2 B2                10
-              --epsilon E               1e-3 (floor of the adaptive weight)
-              --temperature T           1 (teacher temperature; gkd ignores it)
-              --student-temperature TS  1
-              --length-norm | --no-length-norm   divide each sequence by its selected rows (default on)
-              --sequence-divisor N      divide by N sequences instead of the non-empty ones
-              --backend NAME            reference | cpu | cuda (default: cpu when built, else reference)
-            inputs : student_logits, dpo_logits, reverse_logits (aligndistil, contrast) or reference_logits
-                     (adaptive, theorem1) [B,T,V] f32/bf16/f16; mask [B,T] bool/u8/i32/i64/f32
-            outputs: loss (f64), token_loss [B,T], weight [B,T], metrics [B,T,3], grad_student_logits [B,T,V] (f32)""";
-
-    private static final Set<String> VALUED = Set.of("in", "out", "variant", "beta", "beta2", "epsilon", "temperature",
-            "student-temperature", "sequence-divisor", "backend");
-    private static final Set<String> FLAGS = Set.of("length-norm", "help");
+public final class Replay {
+    private Replay() {}
 
     /** Summary of one replay. */
     public record Result(double loss, long batch, long seq, long vocab, long selectedRows, Backend backend) {}
 
-    public static int run(String[] argv, PrintStream out) {
-        Args a = new Args("replay", argv, VALUED, FLAGS);
-        if (a.flag("help", false)) {
-            out.println(USAGE);
-            return 0;
+    /** A replay that could not be done: the message names the file and the problem (one line). */
+    public static final class ReplayException extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+        private final boolean usage;
+
+        ReplayException(String message, boolean usage) {
+            super(message);
+            this.usage = usage;
         }
-        if (!a.positional().isEmpty()) throw CliException.usage("replay: unexpected argument '" + a.positional().get(0) + "'");
-        Path in = Path.of(a.require("in"));
-        Path outPath = Path.of(a.require("out"));
-        LossConfig cfg;
-        try {
-            Variant v = Variant.parse(a.get("variant", "aligndistil"));
-            cfg = new LossConfig(v, a.number("beta", LossConfig.DEFAULT_BETA), a.number("beta2", LossConfig.DEFAULT_BETA2),
-                    a.number("epsilon", LossConfig.DEFAULT_EPSILON), a.number("temperature", 1.0),
-                    a.number("student-temperature", 1.0), a.flag("length-norm", true));
-        } catch (IllegalArgumentException e) {
-            throw CliException.usage("replay: " + e.getMessage());
-        }
-        Backend backend;
-        try {
-            backend = a.has("backend") ? Backend.parse(a.get("backend", "")) : Backends.hostDefault();
-        } catch (IllegalArgumentException e) {
-            throw CliException.usage("replay: " + e.getMessage());
-        }
-        double divisor = a.number("sequence-divisor", 0);
-        if (!(divisor >= 0) || Double.isInfinite(divisor)) throw CliException.usage("replay: --sequence-divisor must be finite and >= 0");
-        Result r = replay(in, outPath, cfg, backend, divisor);
-        out.printf("replay: loss %.9g over %d selected rows (B=%d, T=%d, V=%d), variant %s, backend %s; wrote %s%n",
-                r.loss(), r.selectedRows(), r.batch(), r.seq(), r.vocab(), cfg.variant(), r.backend(), outPath);
-        return 0;
+
+        /** True when the request itself cannot be served here (an unavailable backend), false for a failure while running. */
+        public boolean usage() { return usage; }
     }
 
-    /** Reads {@code in}, runs the loss, writes {@code out}; any problem is a {@link CliException} naming the file. */
-    public static Result replay(Path in, Path out, LossConfig cfg, Backend backend, double seqDivisor) {
+    /** Reads {@code in}, runs the loss, writes {@code out}; any problem is a {@link ReplayException} naming the file. */
+    public static Result run(Path in, Path out, LossConfig cfg, Backend backend, double seqDivisor) {
         FusedDistillLoss loss;
         try {
             loss = FusedDistillLoss.create(cfg, backend);
         } catch (IllegalStateException e) {
-            throw CliException.failure("replay: " + e.getMessage());
+            throw new ReplayException(e.getMessage(), true);
         }
         try (Safetensors.Reader reader = Safetensors.open(in); Arena arena = Arena.ofShared()) {
             TensorInfo s = logitsInfo(reader, "student_logits");
@@ -118,8 +75,8 @@ public final class ReplayCommand {
 
             FusedDistillLoss.Batch batch = loss.newBatch(B, T, V);
             try {
-                batch.student(input(reader, s, arena), dtype(s)).dpo(input(reader, d, arena), dtype(d));
-                if (sec != null) batch.second(input(reader, sec, arena), dtype(sec));
+                batch.student(input(reader, s, arena), s.dtype()).dpo(input(reader, d, arena), d.dtype());
+                if (sec != null) batch.second(input(reader, sec, arena), sec.dtype());
                 MemorySegment grad = arena.allocate(Math.multiplyExact(B * T * V, 4L), 64);
                 MemorySegment weight = arena.allocate(B * T * 4, 64);
                 MemorySegment tokenLoss = arena.allocate(B * T * 4, 64);
@@ -143,23 +100,21 @@ public final class ReplayCommand {
                         .metadata("length_norm", Boolean.toString(cfg.lengthNorm()))
                         .metadata("backend", backend.id())
                         .addDoubles("loss", new long[0], new double[] {l})
-                        .add("token_loss", Safetensors.DType.F32, new long[] {B, T}, tokenLoss)
-                        .add("weight", Safetensors.DType.F32, new long[] {B, T}, weight)
-                        .add("metrics", Safetensors.DType.F32, new long[] {B, T, 3}, metrics)
-                        .add("grad_student_logits", Safetensors.DType.F32, new long[] {B, T, V}, grad)
+                        .add("token_loss", DType.F32, new long[] {B, T}, tokenLoss)
+                        .add("weight", DType.F32, new long[] {B, T}, weight)
+                        .add("metrics", DType.F32, new long[] {B, T, 3}, metrics)
+                        .add("grad_student_logits", DType.F32, new long[] {B, T, V}, grad)
                         .write(out);
                 return new Result(l, B, T, V, batch.selectedRows(), backend);
             } finally {
                 batch.close();
             }
-        } catch (SafetensorsException e) {
-            throw CliException.failure("replay: " + e.getMessage());
         } catch (IOException e) {
-            throw CliException.failure("replay: " + e.getMessage());
+            throw new ReplayException(e.getMessage(), false);
         } catch (OutOfMemoryError e) {
-            throw CliException.failure("replay: " + in + ": not enough memory for this batch (" + e.getMessage() + ")");
+            throw new ReplayException(in + ": not enough memory for this batch (" + e.getMessage() + ")", false);
         } catch (IllegalStateException e) {
-            throw CliException.failure("replay: " + in + ": " + e.getMessage());
+            throw new ReplayException(in + ": " + e.getMessage(), false);
         }
     }
 
@@ -170,20 +125,9 @@ public final class ReplayCommand {
         return t;
     }
 
-    private static DType dtype(TensorInfo t) {
-        return switch (t.dtype()) {
-            case F32 -> DType.F32;
-            case BF16 -> DType.BF16;
-            case F16 -> DType.F16;
-            default -> throw new IllegalStateException("unreachable");
-        };
-    }
-
     private static void dtype(Path p, TensorInfo t) throws SafetensorsException {
-        switch (t.dtype()) {
-            case F32, BF16, F16 -> { }
-            default -> throw new SafetensorsException(p, t.name() + " has dtype " + t.dtype() + "; logits must be F32, BF16 or F16");
-        }
+        if (!t.dtype().isKernelFloat())
+            throw new SafetensorsException(p, t.name() + " has dtype " + t.dtype().name() + "; logits must be F32, BF16 or F16");
     }
 
     private static void sameShape(Path p, TensorInfo a, TensorInfo b) throws SafetensorsException {
@@ -221,7 +165,7 @@ public final class ReplayCommand {
                     if (Float.isNaN(f)) throw new SafetensorsException(p, "mask is NaN at [" + i / T + ", " + i % T + "]");
                     yield f != 0f;
                 }
-                default -> throw new SafetensorsException(p, "mask has dtype " + m.dtype() + "; expected BOOL, U8, I32, I64 or F32");
+                default -> throw new SafetensorsException(p, "mask has dtype " + m.dtype().name() + "; expected BOOL, U8, I32, I64 or F32");
             };
             out.set(ValueLayout.JAVA_BYTE, i, (byte) (on ? 1 : 0));
         }
