@@ -13,6 +13,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.model.CausalLM;
+import ai.aligndistil.model.Devices;
 import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.model.HfTokenizer;
 import ai.aligndistil.model.ModelConfig;
@@ -34,7 +35,7 @@ import ai.aligndistil.model.TorchRuntime;
 public final class LogitsCommand {
     private LogitsCommand() {}
 
-    static final String USAGE = "usage: aligndistil logits --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype f32|bf16]";
+    static final String USAGE = "usage: aligndistil logits --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype f32|bf16] [--device auto|cpu|cuda|cuda:N]";
     /** Held so the level set below is not lost when the logger would otherwise be collected. */
     private static final Logger RUNTIME_LOG = Logger.getLogger(TorchRuntime.class.getName());
 
@@ -43,7 +44,7 @@ public final class LogitsCommand {
         UsageException(String m) { super(m); }
     }
 
-    private record Args(Path model, long[] ids, String text, Path out, ScalarType dtype) {}
+    private record Args(Path model, long[] ids, String text, Path out, ScalarType dtype, String device) {}
 
     /** Runs the command with {@code System.out}/{@code System.err}; returns the exit code. */
     public static int run(String[] args) {
@@ -57,6 +58,13 @@ public final class LogitsCommand {
             a = parse(args);
         } catch (UsageException e) {
             err.println("logits: " + e.getMessage() + " (" + USAGE + ")");
+            return 2;
+        }
+        Devices.Choice device;
+        try {
+            device = Devices.resolve(a.device()); // before any work: a device that cannot be used is a usage error
+        } catch (Devices.UnavailableException e) {
+            err.println("logits: " + e.getMessage());
             return 2;
         }
         try {
@@ -76,10 +84,10 @@ public final class LogitsCommand {
                     throw new IllegalArgumentException("token id " + id + " is outside the vocabulary [0, " + config.vocabSize() + ")");
             RUNTIME_LOG.setLevel(Level.WARNING);
             TorchRuntime.init();
-            CausalLM model = HfCheckpoint.load(a.model(), a.dtype());
+            CausalLM model = HfCheckpoint.load(a.model(), a.dtype()).to(device);
             int t = ids.length, v = config.vocabSize();
             try (PointerScope s = new PointerScope(); InferenceMode im = new InferenceMode()) {
-                Tensor logits = model.forward(Tensors.fromLongs(ids, 1, t)).to(ScalarType.Float).contiguous();
+                Tensor logits = Tensors.host(model.forward(Tensors.fromLongs(ids, 1, t)).to(ScalarType.Float).contiguous());
                 new Safetensors.Writer()
                         .metadata("format", "pt")
                         .add("logits", Safetensors.DType.F32, new long[] {t, v}, Tensors.segment(logits))
@@ -95,7 +103,7 @@ public final class LogitsCommand {
 
     private static Args parse(String[] args) throws UsageException {
         Path model = null, outFile = null;
-        String ids = null, text = null, dtype = "f32";
+        String ids = null, text = null, dtype = "f32", device = "auto";
         for (int i = 0; i < args.length; i++) {
             String k = args[i];
             if (k.equals("-h") || k.equals("--help")) throw new UsageException("help requested");
@@ -108,6 +116,7 @@ public final class LogitsCommand {
                 case "--text" -> text = v;
                 case "--out" -> outFile = Path.of(v);
                 case "--dtype" -> dtype = v;
+                case "--device" -> device = v;
                 default -> throw new UsageException("unknown option " + k);
             }
         }
@@ -130,7 +139,7 @@ public final class LogitsCommand {
                 }
             }
         }
-        return new Args(model, parsed, text, outFile, dt);
+        return new Args(model, parsed, text, outFile, dt, device);
     }
 
     /** The first line of an error's message (libtorch messages carry a backtrace), with its type if it has none. */

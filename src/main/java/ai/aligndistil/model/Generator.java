@@ -77,7 +77,7 @@ public final class Generator {
         boolean[] finished = new boolean[b];
         int v = model.config().vocabSize();
         try (InferenceMode im = new InferenceMode()) {
-            KvCache cache = new KvCache(model.config(), b, tp + Math.max(1, o.maxNewTokens()), model.dtype());
+            KvCache cache = new KvCache(model.config(), b, tp + Math.max(1, o.maxNewTokens()), model.dtype(), model.device());
             long[] next;
             try (PointerScope s = new PointerScope()) {
                 Tensor logits = model.forward(Tensors.longs(ids), Tensors.longs(mask), cache);
