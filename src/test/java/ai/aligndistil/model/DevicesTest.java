@@ -44,4 +44,23 @@ class DevicesTest {
         assertTrue(e.getMessage().startsWith("--device cuda: CUDA is not usable: the GPU build of the PyTorch presets is not on the class path"), e.getMessage());
         assertEquals(Devices.Choice.CPU, Devices.resolve("auto"));
     }
+
+    /** The cause is read from the dynamic loader's own message: a real library whose dependency is missing. */
+    @Test
+    void readsTheMissingLibraryFromTheLoadersMessage(@org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp) throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(new ProcessBuilder("cc", "--version").start().waitFor() == 0, "no C compiler");
+        java.nio.file.Files.writeString(tmp.resolve("dep.c"), "int ad_dep(void) { return 1; }\n");
+        java.nio.file.Files.writeString(tmp.resolve("user.c"), "int ad_dep(void); int ad_user(void) { return ad_dep(); }\n");
+        run(tmp, "cc", "-shared", "-fPIC", "-o", "libaddep.so.13", "dep.c", "-Wl,-soname,libaddep.so.13");
+        run(tmp, "cc", "-shared", "-fPIC", "-o", "libaduser.so", "user.c", "-L.", "-l:libaddep.so.13");
+        java.nio.file.Files.delete(tmp.resolve("libaddep.so.13"));
+        UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class, () -> System.load(tmp.resolve("libaduser.so").toString()));
+        assertEquals("libaddep.so.13 is missing (not found on the loader path: LD_LIBRARY_PATH, ldconfig)", Devices.missingLibrary(e.getMessage()));
+    }
+
+    private static void run(java.nio.file.Path dir, String... cmd) throws Exception {
+        Process p = new ProcessBuilder(cmd).directory(dir.toFile()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        assertEquals(0, p.waitFor(), String.join(" ", cmd) + ": " + out);
+    }
 }
