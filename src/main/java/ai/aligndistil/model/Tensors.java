@@ -79,6 +79,13 @@ public final class Tensors {
         return t;
     }
 
+    /** A float64 tensor of the given shape holding a copy of {@code values}. */
+    public static Tensor fromDoubles(double[] values, long... shape) {
+        Tensor t = empty(ScalarType.Double, shape);
+        MemorySegment.copy(MemorySegment.ofArray(values), 0, segment(t), 0, values.length * 8L);
+        return t;
+    }
+
     /** A u8 host tensor of the given shape holding a copy of the bytes of {@code values}. */
     public static Tensor fromBytes(MemorySegment values, long... shape) {
         Tensor t = empty(ScalarType.Byte, shape);
