@@ -174,12 +174,23 @@ public final class StepBench {
         r.put("memory_plan_bytes", plan.total());
         r.put("peak_memory", Devices.peakMemory(dev));
         r.put("java", System.getProperty("java.version"));
+        r.put("host_cpu", cpuModel());
+        r.put("host_processors", Runtime.getRuntime().availableProcessors());
         String json = Json.write(r);
         System.out.println(json);
         if (out != null) {
             Files.createDirectories(out.toAbsolutePath().getParent());
             Files.writeString(out, json + "\n");
         }
+    }
+
+    private static String cpuModel() {
+        try {
+            for (String l : Files.readAllLines(Path.of("/proc/cpuinfo"))) if (l.startsWith("model name")) return l.substring(l.indexOf(':') + 1).trim();
+        } catch (IOException | RuntimeException e) {
+            // not Linux
+        }
+        return System.getProperty("os.arch");
     }
 
     /** Waits for the device (CUDA) and returns the time in ns. */
