@@ -565,12 +565,10 @@ def stream_case(L, dt, gen, N=2, T=384, H=1024, V=32000, variant="aligndistil"):
         p.batch, p.seq, p.vocab = N, T, V
         for name in ("student", "dpo", "second"):
             setattr(p, name + "_dtype", dt); setattr(p, name + "_stride_b", T * V); setattr(p, name + "_stride_t", V)
-        p.student = p.dpo = p.second = p.grad = p.mask = 1  # placeholders for the workspace query; set below
         p.grad_dtype, p.grad_stride_b, p.grad_stride_t = dt, T * V, V
         p.mask_stride_b, p.mask_stride_t = T, 1
         p.variant, p.length_norm = VARIANTS.index(variant), 1
         p.beta, p.beta2, p.epsilon, p.temperature, p.student_temperature, p.seq_divisor = 0.1, 10.0, 1e-3, 1.0, 1.0, 0.0
-        assert L.ad_fdl_cuda_workspace_bytes(ctypes.byref(p), ctypes.byref(wsb)) == 0, L.ad_cuda_last_error()
         torch.cuda.set_sync_debug_mode("error")
         try:
             zs = torch.mm(xs, ws.t()).view(N, T, V)                                  # the student's logits, with a graph
@@ -578,7 +576,6 @@ def stream_case(L, dt, gen, N=2, T=384, H=1024, V=32000, variant="aligndistil"):
                 zd = torch.mm(xs, wd.t()).view(N, T, V)
                 z2 = torch.mm(xs, w2.t()).view(N, T, V)
             grad = torch.zeros(N, T, V, dtype=tdt, device=dev)
-            ws_buf = torch.empty(max(wsb.value, 256), dtype=torch.uint8, device=dev)
             dloss = torch.full((1,), float("nan"), dtype=torch.float64, device=dev)
             dstatus = torch.full((4,), -7, dtype=torch.int64, device=dev)
             weight = torch.empty(N, T, dtype=torch.float32, device=dev)
@@ -587,6 +584,8 @@ def stream_case(L, dt, gen, N=2, T=384, H=1024, V=32000, variant="aligndistil"):
             p.student, p.dpo, p.second = zs.data_ptr(), zd.data_ptr(), z2.data_ptr()   # read in place, as Tensors.deviceSegment
             p.mask, p.grad = mask.data_ptr(), grad.data_ptr()
             p.weight, p.token_loss, p.metrics = weight.data_ptr(), token.data_ptr(), metrics.data_ptr()
+            assert L.ad_fdl_cuda_workspace_bytes(ctypes.byref(p), ctypes.byref(wsb)) == 0, L.ad_cuda_last_error()
+            ws_buf = torch.empty(max(wsb.value, 256), dtype=torch.uint8, device=dev)
             stream = torch.cuda.current_stream().cuda_stream
             assert stream == side.cuda_stream and stream != 0, "the side stream is current"
             rc = L.ad_fdl_cuda(ctypes.byref(p), ws_buf.data_ptr(), ws_buf.numel(), dloss.data_ptr(), dstatus.data_ptr(), ctypes.c_void_p(stream))
