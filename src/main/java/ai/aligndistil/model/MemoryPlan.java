@@ -69,6 +69,19 @@ public record MemoryPlan(Map<String, Long> parts) {
         return new MemoryPlan(java.util.Collections.unmodifiableMap(m));
     }
 
+    /**
+     * The plan plus on-policy rollouts ({@code rollout}): the KV cache of {@code sequences} sampled together, each up
+     * to {@code length} tokens (prompt + response), 2 L K length b per sequence (K = kv_heads x head_dim), and the
+     * sampler's f32 probabilities and f64 running sums of one position, 12 V per sequence. The cache lives until the
+     * optimiser step ends, so it adds to the training terms.
+     */
+    public MemoryPlan withRollout(ModelConfig c, int dtypeBytes, long sequences, long length) {
+        Map<String, Long> m = new LinkedHashMap<>(parts);
+        long kv = (long) c.numKvHeads() * c.headDim();
+        m.put("rollout", 2L * c.numLayers() * kv * length * dtypeBytes * sequences + 12L * c.vocabSize() * sequences);
+        return new MemoryPlan(java.util.Collections.unmodifiableMap(m));
+    }
+
     public long total() {
         long t = 0;
         for (long x : parts.values()) t += x;

@@ -35,6 +35,10 @@ class MemoryPlanTest {
         assertEquals(24L * 2048 * 896 * 2 + perLayer, ck.parts().get("activations"));
         assertEquals(3L * 1024 * 151936 * 2 + 4L * 151936 * 896, ck.parts().get("logits"));
         assertTrue(ck.total() < m.total());
+        // on-policy: the KV cache of 64 rollouts of 2048 tokens (2 L K S b each) and the sampler's 12 V per rollout
+        MemoryPlan on = m.withRollout(Q05, 2, 64, 2048);
+        assertEquals(64L * (2L * 24 * 128 * 2048 * 2 + 12L * 151936), on.parts().get("rollout"));
+        assertEquals(m.total() + on.parts().get("rollout"), on.total());
     }
 
     @Test

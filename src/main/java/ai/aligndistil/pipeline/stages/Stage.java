@@ -81,6 +81,8 @@ public final class Stage {
         ScalarType t = d.equals("auto") ? ("bfloat16".equals(c.torchDtype()) ? ScalarType.BFloat16 : ScalarType.Float) : Tensors.parseDtype(d);
         int bytes = t.value == ScalarType.BFloat16.value ? 2 : 4;
         MemoryPlan plan = MemoryPlan.of(c, bytes, sequences, o.integer("max-len"), frozen, kind, o.bool("grad-checkpointing"), fusedChunk, dev.cuda());
+        if (o.keys().contains("mode") && DistillStage.onPolicy(o)) // rollouts: --gen-batch prompts sampled together with a KV cache
+            plan = plan.withRollout(c, bytes, Math.min(o.integer("gen-batch"), o.integer("batch")), o.integer("prompt-max-len") + o.integer("generate-max-len"));
         String prop = System.getProperty(MemoryPlan.CAPACITY_PROPERTY);
         long cap;
         String source;
