@@ -86,7 +86,8 @@ class BuildProfilesTest {
     @Test
     void theLauncherSwitchesBuildsWithOneVariableAndCiRunsTheDefault() throws Exception {
         String launcher = Files.readString(Path.of("aligndistil"));
-        assertTrue(launcher.contains("if [ \"${ALIGNDISTIL_GPU:-0}\" = 1 ]; then build=\"$here/target-gpu\"; profile=\"-Pgpu\"; else build=\"$here/target\"; profile=\"-Pcpu\"; fi"), launcher);
+        assertTrue(launcher.contains("if [ \"${ALIGNDISTIL_GPU:-0}\" = 1 ]; then build=\"$here/target-gpu\"; profile=\"-Pgpu\"; else build=\"$here/target\"; profile=\"\"; fi"), launcher);
+        assertFalse(launcher.contains("-Pcpu"), "the CPU build names no profile, so a caller's -Pgpu switches cpu off instead of adding to it");
         assertTrue(launcher.contains("-cp \"$jar:$build/lib/*\""), "the class path is the chosen build's only");
         String ci = Files.readString(Path.of(".ci/run"));
         assertFalse(ci.contains("ALIGNDISTIL_GPU") || ci.contains("-Pgpu"), "CI never builds the GPU profile");

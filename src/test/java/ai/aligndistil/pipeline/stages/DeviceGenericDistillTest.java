@@ -40,13 +40,24 @@ class DeviceGenericDistillTest {
             int[] n = Seqs.distillMask(p, Seqs.Positions.parse("paper", false), mask);
             DistillStage.Sums java = new DistillStage.Sums(), tensors = new DistillStage.Sums();
             DistillStage.teacherMetrics(0.1, p, mask, Tensors.segment(zd), DType.F32, Tensors.segment(zr), DType.F32, zd.size(2), n, java);
-            long before = DistillStage.METRIC_ROWS;
             DistillStage.teacherMetricsTensors(0.1, p, mask, zd, zr, n, tensors);
-            assertEquals(256, before);
-            double[][] pairs = {{java.teacherReward, tensors.teacherReward}, {java.seqReward, tensors.seqReward}, {java.tokenReward, tensors.tokenReward}};
-            for (int i = 0; i < pairs.length; i++) {
-                // f64 Java sums vs f32 log-softmax: |a - b| <= 1e-5 (1 + |a|)
-                assertEquals(pairs[i][0], pairs[i][1], 1e-5 * (1 + Math.abs(pairs[i][0])), "sum " + i);
+            // the same in chunks of 5 rows that cut sequences apart (as the fused-linear listener and METRIC_ROWS do)
+            DistillStage.Sums chunked = new DistillStage.Sums();
+            double[] seqTea = new double[(int) b], seqTok = new double[(int) b];
+            int[] tokRows = new int[(int) b];
+            long[] ids = Tensors.toLongs(p.ids());
+            Tensor fd = zd.reshape(b * t, zd.size(2)), fr = zr.reshape(b * t, zr.size(2));
+            for (long r0 = 0; r0 < b * t; r0 += 5) {
+                long rows = Math.min(5, b * t - r0);
+                DistillStage.teacherRowMetricsTensors(0.1, p, ids, mask, fd.narrow(0, r0, rows), fr.narrow(0, r0, rows), r0, seqTea, seqTok, tokRows);
+            }
+            DistillStage.addTeacherSums(n, seqTea, seqTok, tokRows, chunked);
+            for (DistillStage.Sums x : new DistillStage.Sums[] {tensors, chunked}) {
+                double[][] pairs = {{java.teacherReward, x.teacherReward}, {java.seqReward, x.seqReward}, {java.tokenReward, x.tokenReward}};
+                for (int i = 0; i < pairs.length; i++) {
+                    // f64 Java sums vs f32 log-softmax: |a - b| <= 1e-5 (1 + |a|)
+                    assertEquals(pairs[i][0], pairs[i][1], 1e-5 * (1 + Math.abs(pairs[i][0])), "sum " + i);
+                }
             }
             assertTrue(Math.abs(java.teacherReward) > 0 && Math.abs(java.seqReward) > 0, "non-trivial metrics");
         }
