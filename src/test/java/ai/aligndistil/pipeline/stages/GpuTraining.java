@@ -42,17 +42,23 @@ final class GpuTraining {
     static void setUp(Path dir) throws Exception {
         tmp = dir;
         task = Fixture.task(tmp.resolve("task"));
+        // distinct teachers (one epoch of DPO each way, on the CPU), so the distillation loss is not zero
+        String base = task.resolve("base").toString();
+        DpoStage.run(DpoStage.spec().parse(Fixture.common(task, "--model", base, "--out", tmp.resolve("teacher-dpo").toString(), "--lr", "1e-2",
+                "--device", "cpu")), Fixture.NULL);
+        DpoStage.run(DpoStage.spec().parse(Fixture.common(task, "--model", base, "--out", tmp.resolve("teacher-rev").toString(), "--lr", "1e-2",
+                "--reverse", "--device", "cpu")), Fixture.NULL);
     }
 
     static List<Double> losses(String stage, String out, String device, String dtype) throws Exception {
         String base = task.resolve("base").toString();
         List<String> a = new ArrayList<>(List.of(Fixture.common(task, "--model", base, "--out", tmp.resolve(out).toString(), "--lr", "1e-2",
-                "--epochs", "3", "--max-steps", "20", "--device", device, "--dtype", dtype)));
+                "--epochs", "4", "--max-steps", "20", "--device", device, "--dtype", dtype)));
         switch (stage) {
             case "sft" -> SftStage.run(SftStage.spec().parse(a.toArray(String[]::new)), Fixture.NULL);
             case "dpo" -> DpoStage.run(DpoStage.spec().parse(a.toArray(String[]::new)), Fixture.NULL);
             default -> {
-                a.addAll(List.of("--dpo", base, "--reverse-dpo", base));
+                a.addAll(List.of("--dpo", tmp.resolve("teacher-dpo").toString(), "--reverse-dpo", tmp.resolve("teacher-rev").toString()));
                 DistillStage.run(DistillStage.spec().parse(a.toArray(String[]::new)), Fixture.NULL);
             }
         }
@@ -84,7 +90,8 @@ final class GpuTraining {
     static void aCudaDistillStepCopiesNoLogitsToTheHost() throws Exception {
         Devices.Choice gpu = Devices.resolve("cuda");
         CausalLM student = HfCheckpoint.load(task.resolve("base"), ScalarType.Float).to(gpu);
-        CausalLM teacher = HfCheckpoint.load(task.resolve("base"), ScalarType.Float).to(gpu).freeze();
+        CausalLM teacher = HfCheckpoint.load(tmp.resolve("teacher-dpo"), ScalarType.Float).to(gpu).freeze();
+        CausalLM reverse = HfCheckpoint.load(tmp.resolve("teacher-rev"), ScalarType.Float).to(gpu).freeze();
         List<ChatTemplate.Example> ex = List.of(new ChatTemplate.Example(new long[] {1, 5, 9, 10, 2, 7, 3, 8}, 3),
                 new ChatTemplate.Example(new long[] {4, 4, 8, 1, 6, 2}, 2));
         Seqs.Packed p = Seqs.pack(ex, 0);
@@ -94,9 +101,9 @@ final class GpuTraining {
             DistillStage.Sums sums = new DistillStage.Sums();
             sums.teacherMetrics = true;
             long before = Tensors.hostCopyBytes();
-            double loss = DistillStage.microStep(fused, student, teacher, teacher, p, Seqs.Positions.parse("paper", false), 2, sums);
+            double loss = DistillStage.microStep(fused, student, teacher, reverse, p, Seqs.Positions.parse("paper", false), 2, sums);
             long copied = Tensors.hostCopyBytes() - before;
-            assertTrue(Double.isFinite(loss));
+            assertTrue(Double.isFinite(loss) && loss > 0, "loss " + loss);
             long oneLogits = (long) p.rows() * p.width() * v * 4;
             // what may come down: the [B, T] weights and metrics (16 B per row) and per-row teacher metrics (8 B per row)
             assertTrue(copied <= (long) p.rows() * p.width() * 24, "copied " + copied + " bytes to the host; one logits tensor is " + oneLogits);
