@@ -14,6 +14,15 @@
                                        rounded to the hidden dtype as the kernel keeps them, the row loss, dXs =
                                        G Ws, dWs += G^T Xs from a nonzero start): odd N, H, V, several chunks,
                                        teachers as hidden + head or strided logits, f32 and bf16
+  torch_bench.py check-stream LIB OUT.json   the Java training path's use of the kernel (issue 13), from Python: on a
+                                       non-default stream made current (torch.cuda.stream), the student's logits
+                                       come from a matmul with a trainable head (read in place), the
+                                       teachers' from matmuls under inference mode, ad_fdl_cuda runs on
+                                       torch.cuda.current_stream().cuda_stream with data_ptr() pointers, and the
+                                       backward of its gradient reaches the head; all of it under
+                                       torch.cuda.set_sync_debug_mode("error") (any host copy or synchronising call
+                                       raises). Then, and only then, the loss, gradient and head gradient are
+                                       compared with a float64 reference (bounds of check). f32 and bf16.
   torch_bench.py baselines OUT.json    PyTorch eager and torch.compile, forward + backward, bf16 inputs with f32
                                        softmaxes (the official code path), at 4096 tokens: the row loss on logits
                                        and the fused-linear loss (H=1536, V=151936, student hidden + lm_head
@@ -535,6 +544,102 @@ def check_fll(lib, out):
     sys.exit(1 if fails else 0)
 
 
+def stream_case(L, dt, gen, N=2, T=384, H=1024, V=32000, variant="aligndistil"):
+    """One case of check-stream: see the module doc. Returns the list of problems."""
+    dev = "cuda"
+    tdt = TORCH_DT[dt]
+    # inputs made on the default stream, then the work on a side stream that is current (as libtorch's current stream is
+    # for the Java thread): nothing below may leave that stream or touch the host
+    xs = torch.randn(N * T, H, generator=gen, device=dev).to(tdt)
+    wd = torch.randn(V, H, generator=gen, device=dev).to(tdt) / H ** 0.5
+    w2 = (wd.float() + 0.3 * torch.randn(V, H, generator=gen, device=dev) / H ** 0.5).to(tdt)
+    ws = (wd.float() + 0.3 * torch.randn(V, H, generator=gen, device=dev) / H ** 0.5).to(tdt).requires_grad_(True)
+    mask = (torch.rand(N, T, generator=gen, device=dev) < 0.8).to(torch.uint8)
+    mask[0, 0] = 1
+    problems = []
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    p = Problem()
+    with torch.cuda.stream(side):
+        wsb = ctypes.c_int64(0)
+        p.batch, p.seq, p.vocab = N, T, V
+        for name in ("student", "dpo", "second"):
+            setattr(p, name + "_dtype", dt); setattr(p, name + "_stride_b", T * V); setattr(p, name + "_stride_t", V)
+        p.grad_dtype, p.grad_stride_b, p.grad_stride_t = dt, T * V, V
+        p.mask_stride_b, p.mask_stride_t = T, 1
+        p.variant, p.length_norm = VARIANTS.index(variant), 1
+        p.beta, p.beta2, p.epsilon, p.temperature, p.student_temperature, p.seq_divisor = 0.1, 10.0, 1e-3, 1.0, 1.0, 0.0
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            zs = torch.mm(xs, ws.t()).view(N, T, V)                                  # the student's logits, with a graph
+            with torch.inference_mode():
+                zd = torch.mm(xs, wd.t()).view(N, T, V)
+                z2 = torch.mm(xs, w2.t()).view(N, T, V)
+            grad = torch.zeros(N, T, V, dtype=tdt, device=dev)
+            dloss = torch.full((1,), float("nan"), dtype=torch.float64, device=dev)
+            dstatus = torch.full((4,), -7, dtype=torch.int64, device=dev)
+            weight = torch.empty(N, T, dtype=torch.float32, device=dev)
+            token = torch.empty(N, T, dtype=torch.float32, device=dev)
+            metrics = torch.empty(N, T, 3, dtype=torch.float32, device=dev)
+            p.student, p.dpo, p.second = zs.data_ptr(), zd.data_ptr(), z2.data_ptr()   # read in place, as Tensors.deviceSegment
+            p.mask, p.grad = mask.data_ptr(), grad.data_ptr()
+            p.weight, p.token_loss, p.metrics = weight.data_ptr(), token.data_ptr(), metrics.data_ptr()
+            assert L.ad_fdl_cuda_workspace_bytes(ctypes.byref(p), ctypes.byref(wsb)) == 0, L.ad_cuda_last_error()
+            ws_buf = torch.empty(max(wsb.value, 256), dtype=torch.uint8, device=dev)
+            stream = torch.cuda.current_stream().cuda_stream
+            assert stream == side.cuda_stream and stream != 0, "the side stream is current"
+            rc = L.ad_fdl_cuda(ctypes.byref(p), ws_buf.data_ptr(), ws_buf.numel(), dloss.data_ptr(), dstatus.data_ptr(), ctypes.c_void_p(stream))
+            zs.backward(grad)                                                        # queued after the kernel, same stream
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        side.synchronize()                                                           # = FusedDistillLoss.Batch.synchronize(stream)
+    if rc != 0 or dstatus[0].item() != 0:
+        return [f"ad_fdl_cuda returned {rc}, status {dstatus.tolist()}: {L.ad_cuda_last_error().decode()}"]
+    with torch.no_grad():
+        loss, w_ref, tl_ref, m_ref, g_ref = reference(zs.detach(), zd, z2, mask, variant, 0.1, 10.0, 1e-3, 1.0, 1.0, True, 0.0)
+    tol = 1e-5 if dt == F32 else 1e-4
+    err = abs(dloss.item() - loss.item()) / max(1.0, abs(loss.item()))
+    if not err <= tol:
+        problems.append(f"loss {dloss.item():.12g} vs float64 {loss.item():.12g}: relative {err:.3g} > {tol:g}")
+    sel = mask.bool()
+    g = grad.double()
+    num, den = (g - g_ref).norm(dim=-1), g_ref.norm(dim=-1)
+    ratio = torch.where(sel, num / ((10 * tol + U_OUT[dt]) * den + 1e-30), 0.0)
+    if ratio.max().item() > 1:
+        b, t = unravel(int(torch.argmax(ratio)), tuple(ratio.shape))
+        problems.append(f"grad row ({b},{t}): ||g-ref||/||ref|| = {(num[b, t] / den[b, t]).item():.3g} > {10 * tol + U_OUT[dt]:.3g}")
+    # the head's gradient from the backward on the stream, against float64 G^T X from the reference gradient
+    with torch.no_grad():
+        dw_ref = g_ref.reshape(N * T, V).t() @ xs.double()
+    e = ((ws.grad.double() - dw_ref).norm() / dw_ref.norm()).item()
+    bound = 10 * tol + 2 * U_OUT[dt]
+    if not e <= bound:
+        problems.append(f"head gradient: ||dW - ref|| / ||ref|| = {e:.3g} > {bound:.3g}")
+    return problems
+
+
+def check_stream(lib, out):
+    L = load(lib)
+    seed = int(os.environ["AD_CHECK_SEED"]) if "AD_CHECK_SEED" in os.environ else int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(seed)
+    print(f"torch_bench check-stream: seed {seed} (rerun with the same inputs: AD_CHECK_SEED={seed})", flush=True)
+    results, fails = [], 0
+    for dt in (F32, BF16):
+        name = f"aligndistil {DT_NAME[dt]} on torch.cuda.current_stream() (a side stream), sync debug mode error"
+        try:
+            probs = stream_case(L, dt, gen)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            probs = [f"exception {type(e).__name__}: {e}"]
+        fails += bool(probs)
+        results.append({"case": name, "ok": not probs, "problems": probs})
+        print(("  ok    " if not probs else "  FAIL  ") + name + ("" if not probs else "\n        " + "\n        ".join(probs)), flush=True)
+    with open(out, "w") as f:
+        json.dump({"seed": seed, "cases": len(results), "failures": fails, "results": results, "gpu": torch.cuda.get_device_name(0)}, f, indent=1)
+    print(f"torch_bench check-stream: {len(results) - fails}/{len(results)} cases passed")
+    sys.exit(1 if fails else 0)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3])
@@ -542,6 +647,8 @@ if __name__ == "__main__":
         check(sys.argv[2], sys.argv[3], dev="cpu")
     elif len(sys.argv) == 4 and sys.argv[1] == "check-fll":
         check_fll(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "check-stream":
+        check_stream(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "baselines":
         baselines(sys.argv[2])
     else:

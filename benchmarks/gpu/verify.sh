@@ -19,7 +19,9 @@
 #      dtype, error cases), torch_bench.py check (fresh random inputs, float64 PyTorch reference, poisoned outputs,
 #      odd shapes), compute-sanitizer memcheck and racecheck on one small launch (fdl_cuda_probe launch 50257 6 bf16);
 #      for the fused-linear loss: torch_bench.py check-fll (fresh random inputs, float64 reference, poisoned outputs,
-#      odd shapes, several chunks), fll_cuda_selftest and its memcheck; the gpu-tagged Java tests and replay
+#      odd shapes, several chunks), fll_cuda_selftest and its memcheck; torch_bench.py check-stream (issue 13: the
+#      kernel on torch.cuda.current_stream(), data_ptr() pointers, sync debug mode "error", float64 reference, the head
+#      gradient through the backward on the same stream); the gpu-tagged Java tests and replay
 #      --backend cuda vs PyTorch (bundle only)
 #   B. timing, one at a time: D2D copy bandwidth (4 GiB, CUDA events, through our library); the row kernel at
 #      V=151936 x 16384 tokens and x 4096 tokens, bf16 in / bf16 gradient, rotated input sets; fll_cuda_bench
@@ -150,6 +152,9 @@ for k in "${KERNELS[@]}"; do
     printf 'memcheck-%s\tno tool\t0\t0\tcompute-sanitizer not on this box\n' "$k" >>"$W/steps.tsv"
   fi
 done
+# issue 13: our kernel on PyTorch's current stream (a side stream), device pointers, no host copy or synchronisation
+# (torch.cuda.set_sync_debug_mode("error")), against a float64 reference: what the Java training path does through the presets
+bg_step check-stream 75 "python3 benchmarks/gpu/torch_bench.py check-stream $LIB/libaligndistil_cuda.so $W/check-stream.json"
 if grep -q ad_fll_cuda native/include/aligndistil.h; then
   bg_step check-fll 75 "python3 benchmarks/gpu/torch_bench.py check-fll $LIB/libaligndistil_cuda.so $W/check-fll.json"
 else

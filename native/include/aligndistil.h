@@ -246,7 +246,12 @@ AD_EXPORT int32_t ad_fdl_cuda_workspace_bytes(const ad_fdl_problem* problem, int
  * outcome once the stream reaches it. `workspace` is device memory of at least
  * ad_fdl_cuda_workspace_bytes. Returns AD_ERR_INVALID_ARGUMENT / AD_ERR_CUDA for launch-time failures;
  * data-dependent errors (non-finite rows) arrive in d_status. When d_status reports an error the kernel
- * has already zeroed a separate gradient buffer, the loss and the optional outputs. */
+ * has already zeroed a separate gradient buffer, the loss and the optional outputs.
+ * Stream: the training stages pass libtorch's current CUDA stream of the tensors' device (the Java side:
+ * torch_cuda.getCurrentCUDAStream().stream().address(); Python: torch.cuda.current_stream().cuda_stream), so the
+ * launch is ordered after the forwards that wrote the logits and before the backward that reads the gradient,
+ * with no synchronisation in between; the caller then waits for that stream only to read d_loss
+ * (benchmarks/gpu/torch_bench.py check-stream drives exactly this from PyTorch). */
 AD_EXPORT int32_t ad_fdl_cuda(const ad_fdl_problem* problem, void* workspace, int64_t workspace_bytes,
                               double* d_loss, int64_t* d_status, void* stream);
 

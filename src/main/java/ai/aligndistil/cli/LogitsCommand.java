@@ -19,6 +19,7 @@ import picocli.CommandLine.Model.CommandSpec;
 
 import ai.aligndistil.io.Safetensors;
 import ai.aligndistil.model.CausalLM;
+import ai.aligndistil.model.Devices;
 import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.model.HfTokenizer;
 import ai.aligndistil.model.ModelConfig;
@@ -60,6 +61,10 @@ final class LogitsCommand implements Callable<Integer> {
             description = "Dtype the model runs in, whatever the checkpoint's: f32 or bf16 (default: ${DEFAULT-VALUE}); the output is float32.")
     String dtype;
 
+    @Option(names = "--device", paramLabel = "auto|cpu|cuda|cuda:N", defaultValue = "auto",
+            description = "Where the model runs: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N (default: ${DEFAULT-VALUE}).")
+    String device;
+
     @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help and exit.")
     boolean help;
 
@@ -91,6 +96,12 @@ final class LogitsCommand implements Callable<Integer> {
             case "bf16" -> ScalarType.BFloat16;
             default -> throw new CommandLine.ParameterException(spec.commandLine(), "--dtype must be f32 or bf16, got '" + dtype + "'");
         };
+        Devices.Choice dev;
+        try {
+            dev = Devices.resolve(device); // before any work: a device that cannot be used is a usage error
+        } catch (Devices.UnavailableException e) {
+            throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+        }
         try {
             ModelConfig config = ModelConfig.read(model);
             HfCheckpoint.inspect(model);           // validates names and shapes before any native work
@@ -107,7 +118,7 @@ final class LogitsCommand implements Callable<Integer> {
                 if (id < 0 || id >= config.vocabSize())
                     throw new IllegalArgumentException("token id " + id + " is outside the vocabulary [0, " + config.vocabSize() + ")");
             TorchRuntime.init();
-            CausalLM m = HfCheckpoint.load(model, dt);
+            CausalLM m = HfCheckpoint.load(model, dt).to(dev);
             int t = tokens.length, v = config.vocabSize();
             try (PointerScope s = new PointerScope(); InferenceMode im = new InferenceMode()) {
                 Tensor logits = m.forward(Tensors.fromLongs(tokens, 1, t)).to(ScalarType.Float).contiguous();

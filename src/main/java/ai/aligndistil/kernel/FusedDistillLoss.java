@@ -235,7 +235,9 @@ public final class FusedDistillLoss {
          * Launches on the GPU, asynchronously on {@code stream} (a cudaStream_t, 0 = default stream). Every tensor
          * segment holds a device address (for example {@code MemorySegment.ofAddress(ptr).reinterpret(bytes)}).
          * The loss lands in {@link #deviceLoss()} (one f64) and the row status in {@link #deviceStatus()} when
-         * the stream gets there; {@link #synchronize(long)} waits, checks and returns the loss.
+         * the stream gets there; {@link #synchronize(long)} waits, checks and returns the loss. The training stages
+         * pass libtorch's current stream of the logits' device (DistillStage.microStep, ChunkedFusedLinearLoss),
+         * so the launch sits between the forwards and the backward on one stream, with no synchronisation.
          */
         public void runOnDevice(long stream) {
             // Device memory always means the CUDA backend, whatever the host default of this loss is.

@@ -7,14 +7,20 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Device;
+import org.bytedeco.pytorch.DeviceOptional;
+import org.bytedeco.pytorch.BoolOptional;
 import org.bytedeco.pytorch.DoubleOptional;
+import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.GeneratorOptional;
 import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.Module;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.ScalarTypeOptional;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorArrayRefOptional;
 import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
@@ -48,9 +54,15 @@ public final class CausalLM extends Module {
     private final Tensor finalNorm;
     private final Tensor lmHead;
     private final Layer[] layers;
-    /** RoPE inverse frequencies, float32 [headDim / 2]. */
-    private final Tensor invFreq;
+    /** RoPE inverse frequencies, float32 [headDim / 2], on the model's device. */
+    private Tensor invFreq;
+    /** Where the parameters live ({@link #to(Devices.Choice)}); inputs are moved there by the forward passes. */
+    private Devices.Choice device = Devices.Choice.CPU;
+    private Device torchDevice;
     private boolean frozen;
+    private boolean checkpointing;
+    /** The kept inputs of the last checkpointed training forward, until {@link #finishBackward()}. */
+    private Checkpoints pending;
     /** The file mapping the weights point into (zero-copy loads), or null when the model owns its weights. */
     private final AutoCloseable backing;
 
@@ -122,6 +134,38 @@ public final class CausalLM extends Module {
 
     /** The parameter dtype (float32 or bfloat16). */
     public ScalarType dtype() { return dtype; }
+
+    /** The device the parameters live on. */
+    public Devices.Choice device() { return device; }
+
+    /**
+     * Moves every parameter (and the RoPE table) to {@code target}, in place: the parameter tensors keep their
+     * identity ({@code Module.to} sets their data), so {@link #namedParameters()} and an optimiser built later see
+     * the moved tensors. A no-op for the device the model is on. Call it outside any {@code PointerScope}.
+     */
+    public CausalLM to(Devices.Choice target) {
+        if (target.equals(device)) return this;
+        Device d = target.torch();
+        to(d, false);
+        Tensor f = invFreq.to(d, ScalarType.Float);
+        f.retainReference();
+        invFreq = f;
+        device = target;
+        torchDevice = d;
+        return this;
+    }
+
+    /** Tensor options of {@code dt} on the model's device. */
+    TensorOptions options(ScalarType dt) {
+        TensorOptions o = new TensorOptions(dt);
+        return torchDevice == null ? o : o.device(new DeviceOptional(torchDevice));
+    }
+
+    /** {@code t} on the model's device (itself when it is there already; ids and masks are built on the host). */
+    public Tensor onDevice(Tensor t) {
+        if (t == null || torchDevice == null || t.is_cuda() == device.cuda()) return t;
+        return t.to(torchDevice, t.scalar_type());
+    }
 
     /** Parameters by Hugging Face name (the tied head is not listed separately). Do not close these. */
     public Map<String, Tensor> namedParameters() { return Collections.unmodifiableMap(params); }
@@ -231,11 +275,12 @@ public final class CausalLM extends Module {
         if (ids.dim() != 2) throw new IllegalArgumentException("ids must be [B, T], got " + ids.dim() + " dims");
         long b = ids.size(0), t = ids.size(1);
         long past = cache == null ? 0 : cache.length();
-        Tensor mask = attentionMask == null ? null : attentionMask.to(ScalarType.Long);
+        ids = onDevice(ids);
+        Tensor mask = attentionMask == null ? null : onDevice(attentionMask).to(ScalarType.Long);
         Tensor fullMask;
         if (cache != null) {
             if (cache.batch() != b) throw new IllegalArgumentException("cache batch " + cache.batch() + " != ids batch " + b);
-            fullMask = cache.appendMask(mask == null ? torch.ones(new long[] {b, t}, Tensors.options(ScalarType.Long)) : mask);
+            fullMask = cache.appendMask(mask == null ? torch.ones(new long[] {b, t}, options(ScalarType.Long)) : mask);
         } else {
             fullMask = mask;
         }
@@ -243,7 +288,7 @@ public final class CausalLM extends Module {
         // Position ids: cumsum(mask) - 1, padding set to 1 (as Hugging Face), or 0..T-1 without a mask.
         Tensor pos;
         if (fullMask == null) {
-            pos = torch.arange(scalar(0), scalar(t), Tensors.options(ScalarType.Long)).unsqueeze(0).expand(b, t);
+            pos = torch.arange(scalar(0), scalar(t), options(ScalarType.Long)).unsqueeze(0).expand(b, t);
         } else {
             pos = fullMask.cumsum(1).sub(scalar(1)).masked_fill(fullMask.eq(scalar(0)), scalar(1)).narrow(1, past, t);
         }
@@ -256,8 +301,8 @@ public final class CausalLM extends Module {
         Tensor attnMask = null;
         if (fullMask != null) {
             long s = past + t;
-            Tensor kIdx = torch.arange(scalar(0), scalar(s), Tensors.options(ScalarType.Long)).unsqueeze(0);       // [1, S]
-            Tensor qIdx = torch.arange(scalar(past), scalar(s), Tensors.options(ScalarType.Long)).unsqueeze(1);    // [T, 1]
+            Tensor kIdx = torch.arange(scalar(0), scalar(s), options(ScalarType.Long)).unsqueeze(0);       // [1, S]
+            Tensor qIdx = torch.arange(scalar(past), scalar(s), options(ScalarType.Long)).unsqueeze(1);    // [T, 1]
             Tensor causal = kIdx.le(qIdx);                                                                           // [T, S]
             Tensor keyOk = fullMask.ne(scalar(0)).unsqueeze(1).unsqueeze(1);                                         // [B, 1, 1, S]
             Tensor self = kIdx.eq(qIdx);                                                                             // [T, S]
@@ -265,10 +310,62 @@ public final class CausalLM extends Module {
         }
 
         Tensor x = torch.embedding(embed, ids);
-        for (int l = 0; l < layers.length; l++) x = layerInOwnScope(l, x, cos, sin, attnMask, cache, past);
+        if (checkpointing && !frozen && cache == null && GradMode.is_enabled()) {
+            // Activation checkpointing: the layers run without a graph, keeping only each layer's input; the graph
+            // starts again at the last layer's output (a leaf), and finishBackward() recomputes layer by layer.
+            Tensor[] inputs = new Tensor[layers.length];
+            Tensor cur = x.detach();
+            try (NoGradGuard g = new NoGradGuard()) {
+                for (int l = 0; l < layers.length; l++) {
+                    inputs[l] = cur;
+                    cur = layerInOwnScope(l, cur, cos, sin, attnMask, null, 0);
+                }
+            }
+            Tensor last = cur.detach().requires_grad_(true);
+            pending = new Checkpoints(x, inputs, last, cos, sin, attnMask);
+            x = last;
+        } else {
+            for (int l = 0; l < layers.length; l++) x = layerInOwnScope(l, x, cos, sin, attnMask, cache, past);
+        }
         x = rmsNorm(x, finalNorm);
         if (cache != null) cache.advance(t);
         return x;
+    }
+
+    /** What a checkpointed forward kept for {@link #finishBackward()}: the embedding output, each layer's input, the graph's new leaf. */
+    private record Checkpoints(Tensor embedded, Tensor[] inputs, Tensor last, Tensor cos, Tensor sin, Tensor attnMask) {}
+
+    /**
+     * Activation checkpointing per decoder layer ({@code --grad-checkpointing}): a training forward then keeps only
+     * the layers' inputs (L x tokens x hidden) instead of every activation, and the caller must call
+     * {@link #finishBackward()} after its {@code backward}, which recomputes each layer (last to first) with a graph
+     * and carries the gradient through it into the parameters. Same gradients (up to the order of float additions).
+     * Frozen models, inference mode and generation are unaffected.
+     */
+    public CausalLM checkpointing(boolean on) {
+        this.checkpointing = on;
+        return this;
+    }
+
+    public boolean checkpointing() { return checkpointing; }
+
+    /**
+     * Completes the backward of a checkpointed forward (see {@link #checkpointing(boolean)}); a no-op otherwise, so
+     * training code calls it after every {@code backward}. Must run in the same {@code PointerScope} as the forward.
+     */
+    public void finishBackward() {
+        Checkpoints c = pending;
+        pending = null;
+        if (c == null) return;
+        Tensor g = c.last().grad();
+        if (g == null || !g.defined()) return; // nothing flowed back through the body
+        for (int l = layers.length - 1; l >= 0; l--) {
+            Tensor in = c.inputs()[l].detach().requires_grad_(true);
+            Tensor out = layerInOwnScope(l, in, c.cos(), c.sin(), c.attnMask(), null, 0);
+            out.backward(g, new BoolOptional(), false, new TensorArrayRefOptional());
+            g = in.grad();
+        }
+        c.embedded().backward(g, new BoolOptional(), false, new TensorArrayRefOptional());
     }
 
     /**

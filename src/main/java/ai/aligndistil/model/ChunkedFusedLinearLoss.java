@@ -429,10 +429,10 @@ public final class ChunkedFusedLinearLoss implements AutoCloseable {
      * libtorch's current CUDA stream, reached reflectively: {@code CUDAStream.stream()} returns a type of the
      * org.bytedeco cuda presets, which a CPU build does not have on its class path. Loaded only on the CUDA path.
      */
-    static final class CudaStreams {
+    public static final class CudaStreams {
         private CudaStreams() {}
 
-        static long current() {
+        public static long current() {
             try {
                 Class<?> tc = Class.forName("org.bytedeco.pytorch.global.torch_cuda");
                 Object stream = MethodHandles.publicLookup().findStatic(tc, "getCurrentCUDAStream",

@@ -77,7 +77,7 @@ public final class Generator {
         boolean[] finished = new boolean[b];
         int v = model.config().vocabSize();
         try (InferenceMode im = new InferenceMode()) {
-            KvCache cache = new KvCache(model.config(), b, tp + Math.max(1, o.maxNewTokens()), model.dtype());
+            KvCache cache = new KvCache(model.config(), b, tp + Math.max(1, o.maxNewTokens()), model.dtype(), model.device());
             long[] next;
             try (PointerScope s = new PointerScope()) {
                 Tensor logits = model.forward(Tensors.longs(ids), Tensors.longs(mask), cache);
@@ -125,8 +125,19 @@ public final class Generator {
         }
         Tensor probs = last.to(ScalarType.Float).div(Tensors.scalar(o.temperature())).softmax(-1);
         if (o.topP() >= 1) {
-            float[] p = Tensors.toFloats(probs);
-            for (int r = 0; r < b; r++) out[r] = draw(p, r * v, v, 1.0, rng);
+            // The draw of draw(p, r*v, v, 1, rng), where the probabilities are (a GPU: only B indices come to the host):
+            // the first i whose running f64 sum of the f32 probabilities exceeds u = the count of sums <= u (the sums do
+            // not decrease); on the CPU the cumulative sum runs in column order, so the pick is the Java loop's exactly.
+            double[] u = new double[b];
+            for (int r = 0; r < b; r++) u[r] = rng.nextDouble();
+            Tensor cum = probs.to(ScalarType.Double).cumsum(-1);
+            Tensor ut = Tensors.fromDoubles(u, b, 1);
+            if (probs.is_cuda()) ut = ut.to(probs.device(), ScalarType.Double);
+            long[] idx = Tensors.toLongs(cum.le(ut).sum(new long[] {-1}, false, new org.bytedeco.pytorch.ScalarTypeOptional()));
+            for (int r = 0; r < b; r++) {
+                if (idx[r] < v) out[r] = idx[r];
+                else out[r] = lastPositive(Tensors.toFloats(probs.select(0, r))); // u past the total mass (rounding): draw's fallback
+            }
             return out;
         }
         T_TensorTensor_T sorted = torch.sort(probs, -1, true);
@@ -141,6 +152,12 @@ public final class Generator {
             out[r] = si[r * v + k];
         }
         return out;
+    }
+
+    /** The last index with p > 0 (the fallback of {@link #draw} when rounding leaves u past the running sum). */
+    private static int lastPositive(float[] p) {
+        for (int i = p.length - 1; i >= 0; i--) if (p[i] > 0) return i;
+        return p.length - 1;
     }
 
     /** Index in [0, n) drawn with weights p[off..off+n) of total mass {@code mass}. */

@@ -225,7 +225,7 @@ public final class HfCheckpoint {
         List<Tensor> keep = new ArrayList<>();
         try (PointerScope scope = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
             for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
-                Tensor t = e.getValue().detach().to(fileDtype).contiguous();
+                Tensor t = Tensors.host(e.getValue().detach().to(fileDtype).contiguous());
                 keep.add(t);
                 w.add(e.getKey(), Tensors.fileType(fileDtype), Tensors.shape(t), Tensors.segment(t));
             }

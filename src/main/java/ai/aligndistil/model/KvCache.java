@@ -25,15 +25,20 @@ public final class KvCache {
      * @param dtype    the model's dtype
      */
     public KvCache(ModelConfig c, long batch, long capacity, ScalarType dtype) {
+        this(c, batch, capacity, dtype, Devices.Choice.CPU);
+    }
+
+    /** A cache on {@code device} (the model's: {@link CausalLM#device()}), so generation never leaves it. */
+    public KvCache(ModelConfig c, long batch, long capacity, ScalarType dtype, Devices.Choice device) {
         this.batch = batch;
         this.capacity = capacity;
         keys = new Tensor[c.numLayers()];
         values = new Tensor[c.numLayers()];
         for (int l = 0; l < keys.length; l++) {
-            keys[l] = Tensors.zeros(dtype, batch, c.numKvHeads(), capacity, c.headDim());
-            values[l] = Tensors.zeros(dtype, batch, c.numKvHeads(), capacity, c.headDim());
+            keys[l] = Tensors.zeros(dtype, device, batch, c.numKvHeads(), capacity, c.headDim());
+            values[l] = Tensors.zeros(dtype, device, batch, c.numKvHeads(), capacity, c.headDim());
         }
-        mask = Tensors.zeros(ScalarType.Long, batch, capacity);
+        mask = Tensors.zeros(ScalarType.Long, device, batch, capacity);
     }
 
     /** Positions held so far. */

@@ -5,6 +5,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.pytorch.DeviceOptional;
 import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -14,7 +15,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 
 import ai.aligndistil.io.Safetensors;
 
-/** Small helpers between Java arrays, FFM segments and libtorch tensors (CPU only). */
+/** Small helpers between Java arrays, FFM segments and libtorch tensors; device tensors reach the host only through {@link #host}. */
 @SuppressWarnings("restricted")
 public final class Tensors {
     private Tensors() {}
@@ -29,6 +30,34 @@ public final class Tensors {
 
     public static Tensor zeros(ScalarType dtype, long... shape) {
         return torch.zeros(shape, options(dtype));
+    }
+
+    /** Options for a tensor of {@code dtype} on {@code device}. */
+    public static TensorOptions options(ScalarType dtype, Devices.Choice device) {
+        TensorOptions o = options(dtype);
+        return device.cuda() ? o.device(new DeviceOptional(device.torch())) : o;
+    }
+
+    /** Zeros of {@code dtype} on {@code device}. */
+    public static Tensor zeros(ScalarType dtype, Devices.Choice device, long... shape) {
+        return torch.zeros(shape, options(dtype, device));
+    }
+
+    /** Bytes copied from a device to the host by {@link #host} since the process started (tests read it). */
+    private static final java.util.concurrent.atomic.AtomicLong HOST_COPY_BYTES = new java.util.concurrent.atomic.AtomicLong();
+
+    /** Total bytes {@link #host} has copied from a device to the host so far. */
+    public static long hostCopyBytes() { return HOST_COPY_BYTES.get(); }
+
+    /**
+     * {@code t} itself when it is in host memory, else a host copy (counted in {@link #hostCopyBytes()}: the CUDA
+     * tests assert that a distillation step never copies logits this way). The one way the project reads a device
+     * tensor on the host.
+     */
+    public static Tensor host(Tensor t) {
+        if (t.is_cpu()) return t;
+        HOST_COPY_BYTES.addAndGet(t.nbytes());
+        return t.cpu();
     }
 
     public static Scalar scalar(double v) { return new Scalar(v); }
@@ -51,6 +80,26 @@ public final class Tensors {
         return t;
     }
 
+    /** A float64 tensor of the given shape holding a copy of {@code values}. */
+    public static Tensor fromDoubles(double[] values, long... shape) {
+        Tensor t = empty(ScalarType.Double, shape);
+        MemorySegment.copy(MemorySegment.ofArray(values), 0, segment(t), 0, values.length * 8L);
+        return t;
+    }
+
+    /** A u8 host tensor of the given shape holding a copy of the bytes of {@code values}. */
+    public static Tensor fromBytes(MemorySegment values, long... shape) {
+        Tensor t = empty(ScalarType.Byte, shape);
+        MemorySegment.copy(values, 0, segment(t), 0, t.nbytes());
+        return t;
+    }
+
+    /** {@code t} on {@code device} (itself when it is there already). */
+    public static Tensor onDevice(Tensor t, Devices.Choice device) {
+        if (t.is_cuda() == device.cuda()) return t;
+        return t.to(device.torch(), t.scalar_type());
+    }
+
     /** A float32 tensor of the given shape holding a copy of {@code values}. */
     public static Tensor fromFloats(float[] values, long... shape) {
         Tensor t = empty(ScalarType.Float, shape);
@@ -61,12 +110,24 @@ public final class Tensors {
     /** The bytes of a contiguous CPU tensor, as a segment that aliases the tensor's storage. */
     public static MemorySegment segment(Tensor t) {
         if (!t.is_contiguous()) throw new IllegalArgumentException("tensor is not contiguous");
+        if (!t.is_cpu()) throw new IllegalArgumentException("tensor is on " + t.device().str().getString() + ", not in host memory (use Tensors.host, or deviceSegment for a kernel)");
+        return MemorySegment.ofAddress(t.data_ptr().address()).reinterpret(t.nbytes());
+    }
+
+    /**
+     * The device memory of a contiguous tensor as a segment of its byte size at its device address, for a kernel
+     * that takes device pointers ({@code FusedDistillLoss.Batch.runOnDevice}); never dereference it on the host.
+     * For a CPU tensor this is {@link #segment}.
+     */
+    public static MemorySegment deviceSegment(Tensor t) {
+        if (t.is_cpu()) return segment(t);
+        if (!t.is_contiguous()) throw new IllegalArgumentException("tensor is not contiguous");
         return MemorySegment.ofAddress(t.data_ptr().address()).reinterpret(t.nbytes());
     }
 
     /** A copy of any floating tensor's values as float32, in row-major order. */
     public static float[] toFloats(Tensor t) {
-        Tensor f = t.to(ScalarType.Float).contiguous();
+        Tensor f = host(t).to(ScalarType.Float).contiguous();
         float[] out = new float[Math.toIntExact(f.numel())];
         MemorySegment.copy(segment(f), ValueLayout.JAVA_FLOAT, 0, out, 0, out.length);
         return out;
@@ -74,7 +135,7 @@ public final class Tensors {
 
     /** A copy of an integer tensor's values as int64. */
     public static long[] toLongs(Tensor t) {
-        Tensor f = t.to(ScalarType.Long).contiguous();
+        Tensor f = host(t).to(ScalarType.Long).contiguous();
         long[] out = new long[Math.toIntExact(f.numel())];
         MemorySegment.copy(segment(f), ValueLayout.JAVA_LONG, 0, out, 0, out.length);
         return out;

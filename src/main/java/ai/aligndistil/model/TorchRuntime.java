@@ -1,5 +1,6 @@
 package ai.aligndistil.model;
 
+import java.io.File;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
@@ -38,6 +39,7 @@ public final class TorchRuntime {
     private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(TorchRuntime.class);
     private static volatile boolean started;
     private static int threads;
+    private static File[] extracted = new File[0];
 
     private TorchRuntime() {}
 
@@ -50,7 +52,10 @@ public final class TorchRuntime {
                 System.setProperty("org.bytedeco.javacpp.maxPhysicalBytes", "0");
             long t0 = System.nanoTime();
             try {
-                Loader.cacheResources(torch.class, "/org/bytedeco/pytorch/" + Loader.getPlatform() + "/");
+                // The GPU build's folder when its jar is on the class path (the Loader prefers it by itself), else the CPU one.
+                String folder = "/org/bytedeco/pytorch/" + Loader.getPlatform() + (Devices.gpuBuildOnClassPath() ? "-gpu" : "") + "/";
+                File[] files = Loader.cacheResources(torch.class, folder);
+                extracted = files == null ? new File[0] : files;
             } catch (Exception e) {
                 throw new IllegalStateException("cannot extract the libtorch natives: " + e.getMessage(), e);
             }
@@ -62,6 +67,31 @@ public final class TorchRuntime {
                     (System.nanoTime() - t0) / 1e9, threads, blas ? "set to " + threads : "left to OPENBLAS_NUM_THREADS"));
             started = true;
         }
+    }
+
+    /**
+     * A file of the extracted natives folder by name (for example {@code libtorch_cuda.so}), searched under what
+     * {@link #init()} extracted; null if absent. Used to read why a library does not load ({@link Devices}).
+     */
+    static File nativeFile(String name) {
+        for (File f : extracted) {
+            File hit = find(f, name, 3);
+            if (hit != null) return hit;
+        }
+        return null;
+    }
+
+    private static File find(File f, String name, int depth) {
+        if (f.isFile()) return f.getName().equals(name) ? f : null;
+        File direct = new File(f, name);
+        if (direct.isFile()) return direct;
+        if (depth == 0) return null;
+        File[] kids = f.listFiles();
+        if (kids != null) for (File k : kids) if (k.isDirectory()) {
+            File hit = find(k, name, depth - 1);
+            if (hit != null) return hit;
+        }
+        return null;
     }
 
     /** The intra-op thread count chosen by {@link #init()}. */

@@ -59,8 +59,11 @@ public final class AdamW {
                 if (!p.requires_grad())
                     throw new IllegalArgumentException("parameter '" + e.getKey() + "' does not require grad (a frozen or memory-mapped model cannot be optimised)");
                 long[] shape = shape(p);
-                expAvg.put(e.getKey(), torch.zeros(shape, new org.bytedeco.pytorch.TensorOptions(ScalarType.Float)));
-                expAvgSq.put(e.getKey(), torch.zeros(shape, new org.bytedeco.pytorch.TensorOptions(ScalarType.Float)));
+                // f32 moments on the parameter's device (the master copy below stays there too)
+                org.bytedeco.pytorch.TensorOptions f32 = new org.bytedeco.pytorch.TensorOptions(ScalarType.Float)
+                        .device(new org.bytedeco.pytorch.DeviceOptional(p.device()));
+                expAvg.put(e.getKey(), torch.zeros(shape, f32));
+                expAvgSq.put(e.getKey(), torch.zeros(shape, f32));
                 if (p.scalar_type().value != ScalarType.Float.value) master.put(e.getKey(), p.detach().to(ScalarType.Float).clone());
             }
         }

@@ -6,6 +6,10 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+
+import ai.aligndistil.model.Tensors;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /** Clipping by the global L2 norm of all gradients, as {@code torch.nn.utils.clip_grad_norm_}. */
@@ -17,12 +21,16 @@ public final class GradClip {
     public static double globalNorm(Collection<Tensor> params) {
         double sq = 0;
         try (PointerScope s = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+            // Per-parameter norms stay where the gradients are and reach the host in one copy (one synchronisation
+            // per step on a GPU, not one per parameter); summed here in f64 in parameter order as before.
+            TensorVector norms = new TensorVector();
             for (Tensor p : params) {
                 Tensor grad = p.grad();
                 if (grad == null || !grad.defined()) continue;
-                double n = grad.to(ScalarType.Float).norm().item_double();
-                sq += n * n;
+                norms.push_back(grad.to(ScalarType.Float).norm());
             }
+            if (norms.size() == 0) return 0;
+            for (float n : Tensors.toFloats(torch.stack(norms))) sq += (double) n * n;
         }
         return Math.sqrt(sq);
     }

@@ -76,7 +76,7 @@ public final class TrainCheckpoint {
             all.put("rng/torch", torch.getDefaultCPUGenerator().get_state().contiguous());
             Map<String, Entry> entries = new LinkedHashMap<>();
             for (var e : all.entrySet()) {
-                Tensor t = e.getValue();
+                Tensor t = Tensors.host(e.getValue()); // device state is written from a host copy
                 entries.put(e.getKey(), new Entry(Tensors.fileType(t.scalar_type()), Tensors.shape(t), Tensors.segment(t)));
             }
             meta.put("checksum", checksum(meta, entries));

@@ -48,13 +48,23 @@ public final class Seqs {
         return Tensors.fromFloats(m, p.rows(), w);
     }
 
+    /** {@link #targetMask(Packed)} on the device of {@code like}. */
+    public static Tensor targetMask(Packed p, Tensor like) {
+        return sameDevice(targetMask(p), like);
+    }
+
+    /** A host tensor moved to the device of {@code like} (itself when {@code like} is on the host). */
+    public static Tensor sameDevice(Tensor host, Tensor like) {
+        return like.is_cuda() ? host.to(like.device(), host.scalar_type()) : host;
+    }
+
     /** Per-row log-probability (float32 [B]) of the response tokens, summed (spec 6.1): differentiable through {@code logits}. */
     public static Tensor responseLogProbs(Tensor logits, Packed p) {
         int w = p.width() - 1;
         Tensor lp = logits.narrow(1, 0, w).to(ScalarType.Float).log_softmax(-1);
-        Tensor targets = p.ids().narrow(1, 1, w).unsqueeze(2);
+        Tensor targets = sameDevice(p.ids().narrow(1, 1, w).unsqueeze(2), logits);
         Tensor tok = lp.gather(2, targets).squeeze(2);
-        return tok.mul(targetMask(p)).sum(new long[] {1}, false, new org.bytedeco.pytorch.ScalarTypeOptional());
+        return tok.mul(targetMask(p, tok)).sum(new long[] {1}, false, new org.bytedeco.pytorch.ScalarTypeOptional());
     }
 
     /** Which logit rows the distillation uses (spec 3.2). */

@@ -13,6 +13,7 @@ import java.util.Map;
 
 import ai.aligndistil.io.Json;
 import ai.aligndistil.model.HfCheckpoint;
+import ai.aligndistil.pipeline.stages.Stage;
 import ai.aligndistil.pipeline.stages.TaskFiles;
 import ai.aligndistil.pipeline.config.Options;
 import ai.aligndistil.pipeline.data.JsonLines;
@@ -38,7 +39,8 @@ public final class Demo {
                 .value("out", null, "output folder (default: aligndistil-demo-DATE-TIME in the current folder)")
                 .value("seed", 1, "seed of the task and of every stage; the demo is a function of it")
                 .flag("tiny", false, "very small sizes (a smoke run in seconds; numbers not meaningful)")
-                .flag("quiet", false, "no progress bars on stderr");
+                .flag("quiet", false, "no progress bars on stderr")
+                .value("device", "auto", "where every stage's models run: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N");
     }
 
     /** One distillation run of the demo. */
@@ -59,6 +61,7 @@ public final class Demo {
         long t0 = System.nanoTime();
         long seed = o.longValue("seed");
         boolean tiny = o.bool("tiny"), quiet = o.bool("quiet");
+        Stage.device(o); // before anything is written: a device that cannot be used is a usage error (exit 2)
         Path dir = o.has("out") ? o.path("out")
                 : Path.of("aligndistil-demo-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
         Files.createDirectories(dir);
@@ -66,7 +69,7 @@ public final class Demo {
         out.println("aligndistil demo: the AlignDistil pipeline on the built-in task (seed " + seed + (tiny ? ", tiny sizes" : "") + ") -> " + dir);
         TaskFiles.generate(taskDir, seed, tiny ? TaskFiles.Sizes.tiny() : TaskFiles.Sizes.demo());
         String cfg = taskDir.resolve("pipeline.json").toString();
-        List<String> common = new ArrayList<>(List.of("--config", cfg, "--seed", Long.toString(seed)));
+        List<String> common = new ArrayList<>(List.of("--config", cfg, "--seed", Long.toString(seed), "--device", o.require("device")));
         if (tiny) common.addAll(List.of("--batch", "16", "--micro-batch", "8", "--curve-prompts", "8", "--epochs", "1", "--generate-max-len", "8"));
         if (quiet) common.add("--quiet");
         Map<String, Double> seconds = new LinkedHashMap<>();
@@ -103,7 +106,7 @@ public final class Demo {
         for (Run r : RUNS) list.append(',').append(r.name()).append('=').append(models.resolve(r.name()));
         List<String> ea = new ArrayList<>(List.of("--config", cfg, "--models", list.toString(), "--init", init.toString(), "--dpo", dpo.toString(),
                 "--reverse-dpo", rev.toString(), "--ref", init.toString(), "--task", taskDir.toString(), "--seed", Long.toString(seed + 1000),
-                "--out", dir.resolve("results.json").toString()));
+                "--out", dir.resolve("results.json").toString(), "--device", o.require("device")));
         if (tiny) ea.addAll(List.of("--samples", "1", "--generate-max-len", "8"));
         Map<String, Object> result = EvalStage.run(EvalStage.spec().parse(ea.toArray(String[]::new)), err);
         seconds.put("eval", secs(t));

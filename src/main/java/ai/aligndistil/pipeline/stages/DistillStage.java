@@ -25,6 +25,7 @@ import ai.aligndistil.kernel.Variant;
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.ChatTemplate;
 import ai.aligndistil.model.ChunkedFusedLinearLoss;
+import ai.aligndistil.model.Devices;
 import ai.aligndistil.model.Tensors;
 import ai.aligndistil.pipeline.task.BuiltinTask;
 import ai.aligndistil.pipeline.config.Options;
@@ -101,7 +102,9 @@ public final class DistillStage {
             Nvtx.pop();
             long v = logits.size(2);
             DType dt = Tensors.is(logits, ScalarType.BFloat16) ? DType.BF16 : DType.F32;
-            Tensor grad = Tensors.zeros(dt == DType.BF16 ? ScalarType.BFloat16 : ScalarType.Float, b, t, v);
+            Devices.Choice dev = student.device();
+            // The gradient is allocated where the logits are: the kernel writes it there, backward reads it there.
+            Tensor grad = Tensors.zeros(dt == DType.BF16 ? ScalarType.BFloat16 : ScalarType.Float, dev, b, t, v);
             MemorySegment mask = arena.allocate(b * t);
             int[] n = Seqs.distillMask(p, pos, mask);
             MemorySegment w = arena.allocate(ValueLayout.JAVA_FLOAT, b * t);
@@ -109,25 +112,106 @@ public final class DistillStage {
             double loss;
             StepRanges.DISTILL.loss.push();
             try (FusedDistillLoss.Batch batch = fused.newBatch(b, t, v)) {
-                batch.student(Tensors.segment(logits), dt).dpo(Tensors.segment(dLogits), dtype(dLogits));
-                if (sLogits != null) batch.second(Tensors.segment(sLogits), dtype(sLogits));
-                batch.mask(mask).grad(Tensors.segment(grad), dt).weights(w).metrics(met).sequenceDivisor(divisor);
-                loss = batch.run();
+                if (dev.cuda()) {
+                    // CUDA: the kernel reads the three logit tensors and writes the gradient in device memory, on
+                    // libtorch's current stream (ordered after the forwards, before the backward, with no device-wide
+                    // synchronisation); only the [B, T] mask goes up and the [B, T] weights and metrics come down.
+                    Tensor maskDev = Tensors.onDevice(Tensors.fromBytes(mask, b, t), dev);
+                    Tensor wDev = Tensors.zeros(ScalarType.Float, dev, b * t), metDev = Tensors.zeros(ScalarType.Float, dev, b * t * 3);
+                    batch.student(Tensors.deviceSegment(logits), dt).dpo(Tensors.deviceSegment(dLogits), dtype(dLogits));
+                    if (sLogits != null) batch.second(Tensors.deviceSegment(sLogits), dtype(sLogits));
+                    batch.mask(Tensors.deviceSegment(maskDev)).grad(Tensors.deviceSegment(grad), dt)
+                            .weights(Tensors.deviceSegment(wDev)).metrics(Tensors.deviceSegment(metDev)).sequenceDivisor(divisor);
+                    long stream = Devices.currentStream(dev);
+                    batch.runOnDevice(stream);
+                    loss = batch.synchronize(stream); // waits for this stream only: reading the loss
+                    MemorySegment.copy(Tensors.segment(Tensors.host(wDev)), 0, w, 0, b * t * 4);
+                    MemorySegment.copy(Tensors.segment(Tensors.host(metDev)), 0, met, 0, b * t * 12);
+                } else {
+                    batch.student(Tensors.segment(logits), dt).dpo(Tensors.segment(dLogits), dtype(dLogits));
+                    if (sLogits != null) batch.second(Tensors.segment(sLogits), dtype(sLogits));
+                    batch.mask(mask).grad(Tensors.segment(grad), dt).weights(w).metrics(met).sequenceDivisor(divisor);
+                    loss = batch.run();
+                }
             }
             Nvtx.pop();
             StepRanges.DISTILL.backward.push();
             logits.backward(grad, new BoolOptional(), false, new TensorArrayRefOptional());
+            student.finishBackward();
             Nvtx.pop();
             if (sums != null) {
                 sums.loss += loss;
                 addRowSums(sums, b, t, n, mask, w, met);
                 StepRanges.DISTILL.metrics.push();
-                if (sums.teacherMetrics && sLogits != null) teacherMetrics(fused.config().beta(), p, mask, Tensors.segment(dLogits), dtype(dLogits),
-                        Tensors.segment(sLogits), dtype(sLogits), v, n, sums);
+                if (sums.teacherMetrics && sLogits != null) {
+                    if (dev.cuda()) teacherMetricsTensors(fused.config().beta(), p, mask, dLogits, sLogits, n, sums);
+                    else teacherMetrics(fused.config().beta(), p, mask, Tensors.segment(dLogits), dtype(dLogits),
+                            Tensors.segment(sLogits), dtype(sLogits), v, n, sums);
+                }
                 Nvtx.pop();
             }
             return loss;
         }
+    }
+
+    /** Rows of logits the tensor form of the teacher metrics handles at once (bounds its f32 [rows, V] temporaries). */
+    static final long METRIC_ROWS = 256;
+
+    /**
+     * {@link #teacherMetrics} with libtorch operations where the logits are (a GPU: no host copy of logits; only
+     * [B*T] per-row results come to the host). Same sums; on the CPU it agrees with the Java form to f32 rounding
+     * (DistillDeviceTest).
+     */
+    static void teacherMetricsTensors(double beta, Seqs.Packed p, MemorySegment mask, Tensor zd, Tensor zr, int[] n, Sums sums) {
+        int b = p.rows();
+        long rows = b * (long) p.width(), v = zd.size(-1);
+        double[] seqTea = new double[b], seqTok = new double[b];
+        int[] tokRows = new int[b];
+        long[] ids = Tensors.toLongs(p.ids());
+        Tensor fd = zd.reshape(rows, v), fr = zr.reshape(rows, v);
+        for (long r0 = 0; r0 < rows; r0 += METRIC_ROWS) {
+            long c = Math.min(METRIC_ROWS, rows - r0);
+            teacherRowMetricsTensors(beta, p, ids, mask, fd.narrow(0, r0, c), fr.narrow(0, r0, c), r0, seqTea, seqTok, tokRows);
+        }
+        addTeacherSums(n, seqTea, seqTok, tokRows, sums);
+    }
+
+    /**
+     * {@link #teacherRowMetrics} for the rows {@code [firstRow, firstRow + zd.size(0))} whose teacher logits are the
+     * [rows, V] tensors {@code zd}, {@code zr} (any device): log-softmax, KL and the next token's log-ratio computed
+     * where the logits are; only one f32 per row comes to the host.
+     */
+    static void teacherRowMetricsTensors(double beta, Seqs.Packed p, long[] ids, MemorySegment mask, Tensor zd, Tensor zr, long firstRow,
+                                         double[] seqTeaOut, double[] seqTokOut, int[] tokRowsOut) {
+        long t = p.width(), c = zd.size(0);
+        long[] next = new long[(int) c];
+        for (int j = 0; j < c; j++) {
+            long row = firstRow + j;
+            next[j] = (row % t) + 1 < t ? ids[(int) row + 1] : 0; // the last position has no next token: ignored below
+        }
+        float[] k, tk;
+        try (org.bytedeco.pytorch.InferenceMode im = new org.bytedeco.pytorch.InferenceMode()) {
+            Tensor ld = zd.to(ScalarType.Float).log_softmax(-1), lr = zr.to(ScalarType.Float).log_softmax(-1);
+            Tensor diff = ld.sub(lr);
+            Tensor kl = ld.exp().mul(diff).sum(new long[] {-1}, false, new org.bytedeco.pytorch.ScalarTypeOptional());
+            Tensor tok = diff.gather(1, onDeviceOf(Tensors.fromLongs(next, c, 1), zd)).squeeze(1);
+            k = Tensors.toFloats(kl);
+            tk = Tensors.toFloats(tok);
+        }
+        for (int j = 0; j < c; j++) {
+            long row = firstRow + j;
+            if (mask.get(ValueLayout.JAVA_BYTE, row) == 0) continue;
+            int i = (int) (row / t);
+            seqTeaOut[i] += beta * k[j];
+            if (row % t + 1 < p.len()[i]) {
+                seqTokOut[i] += beta * tk[j];
+                tokRowsOut[i]++;
+            }
+        }
+    }
+
+    private static Tensor onDeviceOf(Tensor host, Tensor like) {
+        return like.is_cuda() ? host.to(like.device(), host.scalar_type()) : host;
     }
 
     /**
@@ -157,14 +241,17 @@ public final class DistillStage {
             int[] tokRows = new int[(int) b];
             long[] ids = teacherMetrics ? Tensors.toLongs(p.ids()) : null;
             double beta = fl.config().beta();
-            fl.sequenceDivisor(divisor).weights(w).metrics(met).listener(!teacherMetrics ? null : (r0, rows, zd, zr) ->
-                    teacherRowMetrics(beta, p, ids, mask, Tensors.segment(zd), dtype(zd), Tensors.segment(zr), dtype(zr), zd.size(1), r0, rows,
-                            seqTea, seqTok, tokRows));
+            fl.sequenceDivisor(divisor).weights(w).metrics(met).listener(!teacherMetrics ? null : (r0, rows, zd, zr) -> {
+                if (zd.is_cuda()) teacherRowMetricsTensors(beta, p, ids, mask, zd, zr, r0, seqTea, seqTok, tokRows); // no host copy of logits
+                else teacherRowMetrics(beta, p, ids, mask, Tensors.segment(zd), dtype(zd), Tensors.segment(zr), dtype(zr), zd.size(1), r0, rows,
+                        seqTea, seqTok, tokRows);
+            });
             StepRanges.DISTILL.loss.push();
             ChunkedFusedLinearLoss.Result r = fl.run(hidden, student.headWeight(), d, s2, mask);
             Nvtx.pop();
             StepRanges.DISTILL.backward.push();
             hidden.backward(r.dHidden(), new BoolOptional(), false, new TensorArrayRefOptional());
+            student.finishBackward();
             try (NoGradGuard g = new NoGradGuard()) {
                 Tensor head = student.headWeight();
                 Tensor dW = r.dHead().to(head.scalar_type());
@@ -300,6 +387,14 @@ public final class DistillStage {
         LossConfig cfg = lossConfig(o);
         String name = (on ? "on-" : "off-") + cfg.variant().id();
         Seqs.Positions pos = Seqs.Positions.parse(o.require("positions"), on);
+        // the fused-linear chunk as ChunkedFusedLinearLoss picks it: the option, else its CUDA / CPU default
+        long chunk = !o.bool("fused-linear") ? 0 : o.integer("fused-linear-chunk") > 0 ? o.integer("fused-linear-chunk")
+                : Stage.device(o).cuda() ? ChunkedFusedLinearLoss.DEFAULT_CHUNK_CUDA : ChunkedFusedLinearLoss.DEFAULT_CHUNK_CPU;
+        Devices.Choice dev = Stage.preflight(o, modelDir, o.integer("micro-batch"), cfg.variant() == Variant.GKD ? 1 : 2,
+                ai.aligndistil.model.MemoryPlan.Kind.DISTILL, chunk, err);
+        if (dev.cuda() && !ai.aligndistil.kernel.NativeCuda.available()) // the fused loss on CUDA is our kernel library's
+            throw ai.aligndistil.pipeline.config.PipelineException.usage(o.stage() + ": --device " + o.str("device") + ": the fused loss's CUDA library is unavailable: "
+                    + ai.aligndistil.kernel.NativeCuda.problem() + " (build with nvcc 13 on the PATH)");
         Stage.Text text = Stage.Text.of(modelDir, o);
         BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
 

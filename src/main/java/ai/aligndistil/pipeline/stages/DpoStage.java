@@ -48,6 +48,7 @@ public final class DpoStage {
     public static Path run(Options o, PrintStream err) throws IOException {
         Path modelDir = o.path("model"), out = o.path("out");
         boolean reverse = o.bool("reverse");
+        Stage.preflight(o, modelDir, 2L * o.integer("micro-batch"), 1, ai.aligndistil.model.MemoryPlan.Kind.LOGPROB, 0, err);
         String name = reverse ? "dpo-rev" : "dpo";
         Stage.Text text = Stage.Text.of(modelDir, o);
         DataFiles.Loaded<DataFiles.Pair> data = DataFiles.pairs(o.path("data"), o.bool("skip-bad-lines"));
@@ -78,7 +79,7 @@ public final class DpoStage {
                 StepRanges.DPO.forwardTeachers.push(); // NVTX dpo/*: push/pop pairs, as in DistillStage
                 float[] refLp = Tensors.toFloats(Seqs.responseLogProbs(ref.forwardInference(p.ids(), null), p));
                 Nvtx.pop();
-                Tensor refT = Tensors.fromFloats(refLp, 2L * n);
+                Tensor refT = Tensors.onDevice(Tensors.fromFloats(refLp, 2L * n), policy.device()); // 2n floats, not logits
                 StepRanges.DPO.forwardStudent.push();
                 Tensor lp = Seqs.responseLogProbs(policy.forward(p.ids()), p);
                 Nvtx.pop();
@@ -88,6 +89,7 @@ public final class DpoStage {
                 Nvtx.pop();
                 StepRanges.DPO.backward.push();
                 total.backward();
+                policy.finishBackward();
                 Nvtx.pop();
                 float[] l = Tensors.toFloats(per);
                 float[] pl = Tensors.toFloats(lp);

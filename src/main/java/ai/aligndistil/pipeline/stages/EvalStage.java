@@ -50,7 +50,11 @@ public final class EvalStage {
                 .value("eos", ChatTemplate.IM_END, "end-of-turn token (default: Qwen2.5's)")
                 .value("generate-max-len", 1024, "most new tokens per sampled response")
                 .value("prompt-max-len", 1024, "prompts are cut on the right to this many tokens")
-                .flag("skip-bad-lines", false, "skip malformed data lines and count them, instead of stopping");
+                .flag("skip-bad-lines", false, "skip malformed data lines and count them, instead of stopping")
+                .value("beta", 0.1).value("out", null).value("dtype", "auto").value("max-len", 2048)
+                .value("system-prompt", ChatTemplate.QWEN25_SYSTEM).value("eos", ChatTemplate.IM_END)
+                .value("generate-max-len", 1024).value("prompt-max-len", 1024).flag("skip-bad-lines", false)
+                .value("device", "auto", "where the models run: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N");
     }
 
     /** name=path entries of {@code --models} (a bare path is named by its folder). */
@@ -70,7 +74,9 @@ public final class EvalStage {
     public static Map<String, Object> run(Options o, PrintStream err) throws IOException {
         Map<String, Path> models = models(o.require("models"));
         Path first = o.has("init") ? o.path("init") : models.values().iterator().next();
-        Options so = Stage.common("eval").defaults().with("system-prompt", o.str("system-prompt")).with("eos", o.str("eos")).with("dtype", o.str("dtype"));
+        Options so = Stage.common("eval").defaults().with("system-prompt", o.str("system-prompt")).with("eos", o.str("eos")).with("dtype", o.str("dtype"))
+                .with("device", o.str("device"));
+        Stage.device(so); // a device that cannot be used stops here, before any model is loaded or file written
         Stage.Text text = Stage.Text.of(first, so);
         BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
         int k = o.integer("samples"), maxNew = o.integer("generate-max-len");

@@ -77,7 +77,7 @@ public final class Sampler {
                 Tensor lp = p.forward(pk.ids()).narrow(1, 0, w).to(org.bytedeco.pytorch.global.torch.ScalarType.Float).log_softmax(-1);
                 Tensor lq = q.forward(pk.ids()).narrow(1, 0, w).to(org.bytedeco.pytorch.global.torch.ScalarType.Float).log_softmax(-1);
                 Tensor kl = lp.exp().mul(lp.sub(lq)).sum(new long[] {2}, false, new ScalarTypeOptional());
-                float[] v = Tensors.toFloats(kl.mul(Seqs.targetMask(pk)).sum(new long[] {1}, false, new ScalarTypeOptional()));
+                float[] v = Tensors.toFloats(kl.mul(Seqs.targetMask(pk, kl)).sum(new long[] {1}, false, new ScalarTypeOptional()));
                 for (int i = 0; i < v.length; i++) out[start + i] = v[i];
             }
         }

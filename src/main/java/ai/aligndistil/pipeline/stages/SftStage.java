@@ -32,6 +32,7 @@ public final class SftStage {
     /** Runs the stage; returns the output folder (a model folder). */
     public static Path run(Options o, PrintStream err) throws IOException {
         Path modelDir = o.path("model"), out = o.path("out");
+        Stage.preflight(o, modelDir, o.integer("micro-batch"), 0, ai.aligndistil.model.MemoryPlan.Kind.LOGPROB, 0, err);
         Stage.Text text = Stage.Text.of(modelDir, o);
         DataFiles.Loaded<DataFiles.Sft> data = DataFiles.sft(o.path("data"), o.bool("skip-bad-lines"));
         DataFiles.Counts counts = new DataFiles.Counts();
@@ -63,6 +64,7 @@ public final class SftStage {
                 Nvtx.pop();
                 StepRanges.SFT.backward.push();
                 l.backward();
+                policy.finishBackward();
                 Nvtx.pop();
                 loss += l.item_double();
             }

@@ -9,12 +9,16 @@ import java.util.List;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
 import ai.aligndistil.model.CausalLM;
+import ai.aligndistil.model.Devices;
+import ai.aligndistil.model.MemoryPlan;
+import ai.aligndistil.model.ModelConfig;
 import ai.aligndistil.model.ChatTemplate;
 import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.model.HfTokenizer;
 import ai.aligndistil.model.Tensors;
 import ai.aligndistil.train.Rng;
 import ai.aligndistil.pipeline.config.Options;
+import ai.aligndistil.pipeline.config.PipelineException;
 import ai.aligndistil.pipeline.data.DataFiles;
 import ai.aligndistil.pipeline.profiling.ProfileWindow;
 
@@ -59,7 +63,66 @@ public final class Stage {
                 .flag("resume", true, "resume from OUT/checkpoint.safetensors when it exists (--no-resume starts over)")
                 .flag("quiet", false, "no progress bar on stderr")
                 .value("profile-step", null, "bracket optimiser step N (counted from 1) with cudaProfilerStart/Stop, for nsys/ncu (docs/profiling.md); unset: none")
-                .value("profile-steps", null, "bracket optimiser steps N to M (from 1, inclusive) with cudaProfilerStart/Stop (docs/profiling.md); unset: none");
+                .value("profile-steps", null, "bracket optimiser steps N to M (from 1, inclusive) with cudaProfilerStart/Stop (docs/profiling.md); unset: none")
+                .value("device", "auto", "where the models run: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N")
+                .flag("grad-checkpointing", false, "activation checkpointing per decoder layer: keep only each layer's input, recompute the layer during the backward");
+    }
+
+    /**
+     * The device of {@code --device}, resolved once per value; a device that cannot be used is a usage error (exit 2)
+     * naming the device and the cause, raised before any work.
+     */
+    public static Devices.Choice device(Options o) {
+        String spec = o.require("device");
+        try {
+            return Devices.resolve(spec);
+        } catch (Devices.UnavailableException e) {
+            throw PipelineException.usage(o.stage() + ": " + e.getMessage());
+        }
+    }
+
+    /**
+     * The startup check of a training stage, before anything is loaded or written: resolves the device
+     * ({@link #device}) and compares the memory plan of the run ({@link MemoryPlan}, from the student's config.json,
+     * --dtype, --micro-batch, --max-len, the frozen models, --grad-checkpointing, --fused-linear) with what the device
+     * has (free device memory on CUDA, MemAvailable on the CPU, or the {@code aligndistil.memory.capacity} property in
+     * bytes). A run that will not fit is a usage error with the plan's numbers. Logs the plan in one line.
+     *
+     * @param sequences sequences per micro-batch (DPO: twice the pairs)
+     * @param frozen    models held frozen next to the student
+     * @param fusedChunk 0 without the fused-linear loss, else its chunk of rows
+     */
+    public static Devices.Choice preflight(Options o, Path modelDir, long sequences, int frozen, MemoryPlan.Kind kind, long fusedChunk, PrintStream err)
+            throws IOException {
+        Devices.Choice dev = device(o);
+        ModelConfig c = ModelConfig.read(modelDir);
+        String d = o.require("dtype");
+        ScalarType t = d.equals("auto") ? ("bfloat16".equals(c.torchDtype()) ? ScalarType.BFloat16 : ScalarType.Float) : Tensors.parseDtype(d);
+        int bytes = t.value == ScalarType.BFloat16.value ? 2 : 4;
+        MemoryPlan plan = MemoryPlan.of(c, bytes, sequences, o.integer("max-len"), frozen, kind, o.bool("grad-checkpointing"), fusedChunk, dev.cuda());
+        if (o.keys().contains("mode") && DistillStage.onPolicy(o)) // rollouts: --gen-batch prompts sampled together with a KV cache
+            plan = plan.withRollout(c, bytes, Math.min(o.integer("gen-batch"), o.integer("batch")), o.integer("prompt-max-len") + o.integer("generate-max-len"));
+        String prop = System.getProperty(MemoryPlan.CAPACITY_PROPERTY);
+        long cap;
+        String source;
+        if (prop != null && !prop.isBlank()) {
+            try {
+                cap = Long.parseLong(prop.trim());
+            } catch (NumberFormatException e) {
+                throw PipelineException.usage(o.stage() + ": -D" + MemoryPlan.CAPACITY_PROPERTY + " must be a number of bytes, got '" + prop + "'");
+            }
+            source = "-D" + MemoryPlan.CAPACITY_PROPERTY;
+        } else {
+            cap = Devices.freeBytes(dev);
+            source = dev.cuda() ? "free on " + dev.name() : "MemAvailable";
+        }
+        String line = String.format(java.util.Locale.ROOT, "%s: device %s; memory plan %s; %s %s", o.stage(), dev.name(), plan.describe(), source,
+                cap < 0 ? "unknown (no check)" : String.format(java.util.Locale.ROOT, "%.2f GiB", cap / (double) MemoryPlan.GIB));
+        if (cap >= 0 && plan.total() > cap)
+            throw PipelineException.usage(line + ": the run will not fit; lower --micro-batch or --max-len, or use --dtype bf16, --grad-checkpointing"
+                    + (kind == MemoryPlan.Kind.DISTILL ? ", --fused-linear" : "") + " (docs/model.md, Memory plan)");
+        err.println(line);
+        return dev;
     }
 
     /** Tokenizer, chat template and special ids of a model folder. */
@@ -78,11 +141,12 @@ public final class Stage {
     public static CausalLM load(Path dir, Options o) throws IOException {
         String d = o.require("dtype");
         ScalarType t = d.equals("auto") ? null : Tensors.parseDtype(d);
-        return HfCheckpoint.load(dir, t);
+        CausalLM m = HfCheckpoint.load(dir, t).to(device(o));
+        return o.keys().contains("grad-checkpointing") && o.bool("grad-checkpointing") ? m.checkpointing(true) : m;
     }
 
     public static CausalLM loadFrozen(Path dir, Options o) throws IOException {
-        return load(dir, o).freeze();
+        return load(dir, o).checkpointing(false).freeze();
     }
 
     /** The data order of a run: {@code epochs} shuffles of 0..n-1, each seeded by (seed, epoch). */

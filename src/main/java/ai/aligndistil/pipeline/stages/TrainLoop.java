@@ -11,6 +11,7 @@ import org.bytedeco.javacpp.PointerScope;
 
 import ai.aligndistil.kernel.Nvtx;
 import ai.aligndistil.model.CausalLM;
+import ai.aligndistil.model.Devices;
 import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.train.AdamW;
 import ai.aligndistil.train.GradClip;
@@ -137,6 +138,7 @@ public final class TrainLoop {
                 err.println(stage + ": profiling stopped after step " + (step + 1) + " (cudaProfilerStop)");
             }
             m.put("lr", lr);
+            m.putAll(Devices.peakMemory(policy.device())); // this step's peak: CUDA allocator (allocated, reserved) or peak RSS
             step++;
             m.put("elapsed_s", (System.nanoTime() - t0) / 1e9);
             metrics.append(m);
