@@ -39,6 +39,7 @@ public final class Stage {
                 .value("system-prompt", ChatTemplate.QWEN25_SYSTEM).value("eos", ChatTemplate.IM_END)
                 .value("task", null).value("eval-prompts", null).value("eval-every", 0).value("curve-prompts", 64)
                 .value("generate-max-len", 1024).value("prompt-max-len", 1024)
+                .value("min-new-tokens", 1, "EOS is impossible for the first N sampled tokens of a response (on-policy rollouts and curves; the official vLLM sampler's min_tokens = 1), tokens")
                 .flag("skip-bad-lines", false).flag("resume", true).flag("quiet", false)
                 .value("profile-step", null).value("profile-steps", null);
     }
