@@ -43,6 +43,7 @@ public final class Demo {
                 .value("seeds", "1,2,3", "task seeds, comma-separated; every figure is reported as mean ± standard error over them")
                 .value("seed", null, "shorthand for --seeds N (one task seed)")
                 .value("min-new-tokens", 1, "EOS is impossible for the first N sampled tokens of every response (rollouts, curves, evaluation; the official vLLM sampler's min_tokens = 1), tokens")
+                .value("jobs", 2, "seeds trained at the same time, each on its own thread (results do not depend on it), seeds")
                 .flag("tiny", false, "one seed, tiny task and the smallest sweep (a smoke test for CI, not a result)")
                 .flag("quiet", false, "no progress bars from the stages (the per-stage progress lines stay)");
     }
@@ -117,20 +118,43 @@ public final class Demo {
         String load0 = loadAverage();
         out.println("aligndistil demo: the AlignDistil pipeline on the built-in task, seeds " + seeds + (tiny ? " (tiny sizes)" : "") + ", "
                 + runs.size() + " runs per seed -> " + dir);
+        int jobs = o.integer("jobs");
+        if (jobs < 1) throw PipelineException.usage("demo: --jobs must be at least 1, got " + jobs);
         Map<Long, Path> seedDirs = new LinkedHashMap<>();
         Map<String, Object> timings = new LinkedHashMap<>();
-        for (int i = 0; i < seeds.size(); i++) {
-            long seed = seeds.get(i);
-            Path sd = dir.resolve("seed-" + seed);
-            seedDirs.put(seed, sd);
-            timings.put("seed-" + seed, runSeed(sd, seed, i + 1, seeds.size(), runs, tiny, quiet, minNew, out, err));
+        for (long seed : seeds) seedDirs.put(seed, dir.resolve("seed-" + seed));
+        // Seeds are independent (own folders, own random streams): run up to --jobs of them at once.
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(Math.min(jobs, seeds.size()));
+        try {
+            List<java.util.concurrent.Future<Map<String, Object>>> fs = new ArrayList<>();
+            for (int i = 0; i < seeds.size(); i++) {
+                long seed = seeds.get(i);
+                int k = i + 1;
+                fs.add(pool.submit(() -> runSeed(seedDirs.get(seed), seed, k, seeds.size(), runs, tiny, quiet, minNew, out, err)));
+            }
+            for (int i = 0; i < seeds.size(); i++) {
+                try {
+                    timings.put("seed-" + seeds.get(i), fs.get(i).get());
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IOException("demo: interrupted", e);
+                } catch (java.util.concurrent.ExecutionException e) {
+                    if (e.getCause() instanceof IOException io) throw io;
+                    if (e.getCause() instanceof RuntimeException re) throw re;
+                    throw new IOException("demo: seed " + seeds.get(i) + ": " + e.getCause(), e.getCause());
+                }
+            }
+        } finally {
+            pool.shutdownNow();
         }
+        timings.put("jobs", Math.min(jobs, seeds.size()));
         long tr = System.nanoTime();
         out.printf("report: aggregating %d seed(s), scoring the claims, drawing the frontier chart%n", seeds.size());
         FrontierReport rep = new FrontierReport(dir, seedDirs, runs.stream().map(Run::info).toList(), tiny);
         double total = (System.nanoTime() - t0) / 1e9;
         timings.put("report_s", (System.nanoTime() - tr) / 1e9);
         timings.put("total_s", total);
+        timings.put("cpu_s", processCpuSeconds());
         timings.put("cores", Runtime.getRuntime().availableProcessors());
         timings.put("load_average_start", load0);
         timings.put("load_average_end", loadAverage());
@@ -207,6 +231,15 @@ public final class Demo {
         out.printf("%s %-32s %6.1f s%n", tag, what, s);
         out.flush();
         return s;
+    }
+
+    /** CPU time of this process so far (all threads, user + system), seconds; NaN where the JVM cannot tell. */
+    static double processCpuSeconds() {
+        if (java.lang.management.ManagementFactory.getOperatingSystemMXBean() instanceof com.sun.management.OperatingSystemMXBean os) {
+            long ns = os.getProcessCpuTime();
+            return ns < 0 ? Double.NaN : ns / 1e9;
+        }
+        return Double.NaN;
     }
 
     /** The 1/5/15-minute load averages (/proc/loadavg), or "unknown". */

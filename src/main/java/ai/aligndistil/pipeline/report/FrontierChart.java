@@ -47,6 +47,8 @@ public final class FrontierChart {
         c.getStyler().setLegendPosition(org.knowm.xchart.style.Styler.LegendPosition.OutsideE);
         c.getStyler().setMarkerSize(6);
         c.getStyler().setErrorBarsColorSeriesColor(true);
+        c.getStyler().setYAxisDecimalPattern("#0.000");
+        c.getStyler().setXAxisDecimalPattern("#0.000");
         int i = 0;
         for (Method m : methods) {
             Color col = PALETTE[i++ % PALETTE.length];

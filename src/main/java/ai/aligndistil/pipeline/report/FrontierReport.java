@@ -119,7 +119,7 @@ public final class FrontierReport {
                         s, method, againstName, maxKl(b), minKl(a));
         }
         claims.add(Claims.record(claim, "mean over the method's curve points (every knob value and measured step after 0) of its true reward minus "
-                + againstName + "'s frontier (upper envelope of all its points, linearly interpolated) at the same KL; points outside that "
+                + "the frontier of " + againstName + " (upper envelope of all its points, linearly interpolated) at the same KL; points outside that "
                 + "frontier's KL range are left out", v, inRegime(regimeRuns), why));
     }
 
@@ -173,7 +173,7 @@ public final class FrontierReport {
         speedClaim("(c) off-policy AlignDistil (beta2 10) converges faster than DPO", "aligndistil-off");
         speedClaim("(c) on-policy AlignDistil (beta2 15) converges faster than DPO", "aligndistil-on");
         gapClaim("(d) the adaptive weight (off-policy AlignDistil) beats the constant weights 1 and 2 at matched KL", AD_OFF, List.of(W1, W2),
-                "the constant weights'", runsOf(AD_OFF, W1, W2));
+                "the constant weights 1 and 2", runsOf(AD_OFF, W1, W2));
     }
 
     public List<Map<String, Object>> claims() { return claims; }
@@ -184,7 +184,8 @@ public final class FrontierReport {
         List<String> l = new ArrayList<>();
         for (Map<String, Object> c : claims) {
             StringBuilder b = new StringBuilder(c.get("claim") + ": **" + c.get("verdict") + "**");
-            if (c.get("mean") instanceof Number m) b.append(String.format(" (%+.3f ± %.3f over %d seed(s)", m.doubleValue(), num(c.get("se")), seeds.size()));
+            if (c.get("mean") instanceof Number m) b.append(Double.isFinite(num(c.get("se"))) ? String.format(" (%+.3f ± %.3f over %d seeds", m.doubleValue(), num(c.get("se")), seeds.size())
+                    : String.format(" (%+.3f, one seed: no standard error", m.doubleValue()));
             else b.append(" (");
             List<Object> ps = (List<Object>) c.get("per_seed");
             b.append(c.get("mean") instanceof Number ? "; per seed " : "per seed ");
@@ -371,7 +372,11 @@ public final class FrontierReport {
                 .append("cannot be computed on some seed (the reason is given); OUT OF REGIME where a run the claim is scored on is out of regime.\n\n");
         for (String c : claimLines()) b.append("- ").append(c).append('\n');
         b.append("\nRules of the statistics:\n\n");
-        for (Map<String, Object> c : claims) b.append("- ").append(((String) c.get("claim")).substring(0, 3)).append(' ').append(c.get("rule")).append('\n');
+        java.util.Set<String> seen = new java.util.HashSet<>();
+        for (Map<String, Object> c : claims) {
+            String tag = ((String) c.get("claim")).substring(0, 3);
+            if (seen.add(tag + c.get("rule"))) b.append("- ").append(tag).append(' ').append(c.get("rule")).append('\n');
+        }
         b.append("\n**Nothing was tuned toward a verdict.** The task's settings were chosen by the regime rule alone: the learning rate of DPO, ")
                 .append("reverse DPO and distillation is the candidate whose measured mean alpha at beta2 10 and per-token KL(pi_dpo ‖ pi_init) put ")
                 .append("every calibration seed in regime (docs/pipeline.md, \"Calibration\"); one epoch and beta 0.1 are the official scripts'; ")
@@ -393,9 +398,10 @@ public final class FrontierReport {
                 .append("reward per word divides each response's reward by its number of tokens before EOS (the length-controlled reward).\n\n");
         b.append("## Runs and time\n\n| run | what |\n|---|---|\n");
         for (RunInfo r : runs) b.append("| ").append(r.name()).append(" | ").append(r.what()).append(" |\n");
-        b.append(String.format("%nThe whole demo took %.1f s on %s core(s) (load average at start %s, at the end %s); per seed and stage: `results.json` "
+        b.append(String.format("%nThe whole demo took %.1f s wall and %.1f s of CPU on %s core(s) (load average at start %s, at the end %s; "
+                        + "other jobs shared the machine when the load exceeds the core count); per seed and stage: `results.json` "
                         + "(`timings`). Per-seed folders `seed-N/` hold the task, every model with its `metrics.jsonl`, `curve.jsonl` and `regime.json`, "
-                        + "and per-seed charts by step.%n", num(timings.get("total_s")), timings.get("cores"), timings.get("load_average_start"),
+                        + "and per-seed charts by step.%n", num(timings.get("total_s")), num(timings.get("cpu_s")), timings.get("cores"), timings.get("load_average_start"),
                 timings.get("load_average_end")));
         return b.toString();
     }

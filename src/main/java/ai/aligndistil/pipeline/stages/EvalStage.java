@@ -81,7 +81,7 @@ public final class EvalStage {
                     double[] rw = ps.rewards(task, s);
                     r.put("reward", PromptSet.mean(rw));
                     r.put("reward_std", PromptSet.std(rw));
-                    r.put("reward_se", PromptSet.std(rw) / Math.sqrt(rw.length));
+                    r.put("reward_sample_se", PromptSet.std(rw) / Math.sqrt(rw.length));
                     r.put("reward_per_word", PromptSet.mean(PromptSet.perWord(rw, s)));
                     if (initRewards != null) {
                         double win = 0;
