@@ -408,6 +408,6 @@ public final class FrontierReport {
 
     static String trim(double d) {
         if (!Double.isFinite(d)) return "-";
-        return d == Math.rint(d) ? Long.toString((long) d) : Double.toString(d);
+        return d == Math.rint(d) ? Long.toString((long) d) : new java.math.BigDecimal(d).round(new java.math.MathContext(6)).stripTrailingZeros().toPlainString();
     }
 }
