@@ -184,12 +184,16 @@ public final class CausalLM extends Module {
      */
     public CausalLM initRandom(long seed, double std) {
         if (backing != null) throw new IllegalStateException("the weights of a memory-mapped model are read-only");
-        torch.manual_seed(seed);
-        try (NoGradGuard g = new NoGradGuard()) {
-            for (Map.Entry<String, Tensor> e : params.entrySet()) {
-                Tensor t = e.getValue();
-                t.normal_(0.0, std, new GeneratorOptional());
-                if (e.getKey().endsWith("norm.weight")) t.add_(scalar(1.0));
+        // libtorch's default generator is process-wide: seeding and drawing hold one lock, so models initialised on
+        // several threads at once (the demo's seeds) each get exactly the values of their seed.
+        synchronized (CausalLM.class) {
+            torch.manual_seed(seed);
+            try (NoGradGuard g = new NoGradGuard()) {
+                for (Map.Entry<String, Tensor> e : params.entrySet()) {
+                    Tensor t = e.getValue();
+                    t.normal_(0.0, std, new GeneratorOptional());
+                    if (e.getKey().endsWith("norm.weight")) t.add_(scalar(1.0));
+                }
             }
         }
         return this;

@@ -32,12 +32,20 @@ public final class Generator {
      * @param seed         seed of the sampling generator
      * @param eosIds       ids that end a row (e.g. {@code <|im_end|>}, {@code <|endoftext|>})
      * @param padId        id used for left padding and after a row has stopped
+     * @param minNewTokens the EOS ids get probability 0 for the first {@code minNewTokens} tokens of a row (vLLM's
+     *                     {@code min_tokens}; the official on-policy sampler uses 1, so a response is never empty)
      */
-    public record Options(int maxNewTokens, double temperature, double topP, long seed, long[] eosIds, long padId) {
+    public record Options(int maxNewTokens, double temperature, double topP, long seed, long[] eosIds, long padId, int minNewTokens) {
         public Options {
             if (maxNewTokens < 0) throw new IllegalArgumentException("maxNewTokens must be >= 0");
+            if (minNewTokens < 0) throw new IllegalArgumentException("minNewTokens must be >= 0, got " + minNewTokens);
             if (!(topP > 0 && topP <= 1)) throw new IllegalArgumentException("topP must be in (0, 1]");
             eosIds = eosIds == null ? new long[0] : eosIds.clone();
+        }
+
+        /** No minimum length (EOS may be the first token). */
+        public Options(int maxNewTokens, double temperature, double topP, long seed, long[] eosIds, long padId) {
+            this(maxNewTokens, temperature, topP, seed, eosIds, padId, 0);
         }
 
         /** Greedy decoding. */
@@ -81,7 +89,7 @@ public final class Generator {
             long[] next;
             try (PointerScope s = new PointerScope()) {
                 Tensor logits = model.forward(Tensors.longs(ids), Tensors.longs(mask), cache);
-                next = sample(logits.select(1, tp - 1), o, rng, v);
+                next = sample(withoutEos(logits.select(1, tp - 1), o, 0), o, rng, v);
             }
             for (int step = 0; step < o.maxNewTokens(); step++) {
                 long[][] stepIds = new long[b][1], stepMask = new long[b][1];
@@ -100,13 +108,24 @@ public final class Generator {
                 if (!any || step == o.maxNewTokens() - 1) break;
                 try (PointerScope s = new PointerScope()) {
                     Tensor logits = model.forward(Tensors.longs(stepIds), Tensors.longs(stepMask), cache);
-                    next = sample(logits.select(1, 0), o, rng, v);
+                    next = sample(withoutEos(logits.select(1, 0), o, step + 1), o, rng, v);
                 }
             }
         }
         List<long[]> tokens = new ArrayList<>();
         for (List<Long> l : out) tokens.add(l.stream().mapToLong(Long::longValue).toArray());
         return new Result(tokens, finished);
+    }
+
+    /**
+     * The last-position logits with the EOS columns at -inf while fewer than {@code minNewTokens} tokens have been
+     * generated ({@code generated} is the same for every unfinished row: all rows start together).
+     */
+    static Tensor withoutEos(Tensor last, Options o, int generated) {
+        if (generated >= o.minNewTokens() || o.eosIds().length == 0) return last;
+        Tensor l = last.to(ScalarType.Float).clone();
+        for (long e : o.eosIds()) if (e >= 0 && e < l.size(1)) l.narrow(1, e, 1).fill_(new org.bytedeco.pytorch.Scalar(Double.NEGATIVE_INFINITY));
+        return l;
     }
 
     private static boolean isEos(long id, long[] eos) {

@@ -40,6 +40,29 @@ class GeneratorTest {
     }
 
     @Test
+    void minNewTokensMakesEosImpossibleAsTheFirstToken() {
+        long eos = greedyWithoutCache(P1, 1)[0];   // the token the model likes best first: make it EOS
+        Generator.Result free = Generator.generate(MODEL, List.of(P1), Generator.Options.greedy(5, new long[] {eos}, 0));
+        assertArrayEquals(new long[] {eos}, free.tokens().get(0), "without a floor the greedy response is EOS alone");
+        Generator.Result floor = Generator.generate(MODEL, List.of(P1), new Generator.Options(5, 0, 1, 0, new long[] {eos}, 0, 1));
+        assertTrue(floor.tokens().get(0).length >= 1 && floor.tokens().get(0)[0] != eos, Arrays.toString(floor.tokens().get(0)));
+        // Sampling, nearly greedy, over many seeds: EOS first without the floor, never with it.
+        int eosFirstFree = 0;
+        for (long seed = 0; seed < 20; seed++) {
+            Generator.Result f = Generator.generate(MODEL, List.of(P1, P1), new Generator.Options(3, 0.05, 1, seed, new long[] {eos}, 0, 0));
+            Generator.Result m = Generator.generate(MODEL, List.of(P1, P1), new Generator.Options(3, 0.05, 1, seed, new long[] {eos}, 0, 1));
+            for (int r = 0; r < 2; r++) {
+                if (f.tokens().get(r)[0] == eos) eosFirstFree++;
+                assertTrue(m.tokens().get(r)[0] != eos, "seed " + seed + " row " + r + ": EOS sampled first despite min-new-tokens 1");
+            }
+        }
+        assertTrue(eosFirstFree > 20, "the test's EOS is the likely first token without the floor (" + eosFirstFree + " of 40)");
+        // A floor of 2: the first two tokens are not EOS.
+        Generator.Result two = Generator.generate(MODEL, List.of(P1), new Generator.Options(4, 0, 1, 0, new long[] {eos}, 0, 2));
+        assertTrue(two.tokens().get(0).length >= 2 && two.tokens().get(0)[0] != eos && two.tokens().get(0)[1] != eos);
+    }
+
+    @Test
     void stopsAtEos() {
         long[] g = greedyWithoutCache(P1, 3);
         Generator.Result r = Generator.generate(MODEL, List.of(P0, P1), Generator.Options.greedy(8, new long[] {g[1]}, 0));

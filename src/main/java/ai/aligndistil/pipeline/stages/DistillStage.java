@@ -26,6 +26,7 @@ import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.model.ChatTemplate;
 import ai.aligndistil.model.ChunkedFusedLinearLoss;
 import ai.aligndistil.model.Devices;
+import ai.aligndistil.model.HfCheckpoint;
 import ai.aligndistil.model.Tensors;
 import ai.aligndistil.pipeline.task.BuiltinTask;
 import ai.aligndistil.pipeline.config.Options;
@@ -432,10 +433,11 @@ public final class DistillStage {
         if (o.integer("eval-every") > 0 && o.has("eval-prompts")) {
             PromptSet ps = PromptSet.load(o.path("eval-prompts"), text, o.integer("prompt-max-len"), task, true, err).first(o.integer("curve-prompts"));
             CausalLM init = Stage.loadFrozen(modelDir, o);
-            loop.curve(PromptSet.curve(ps, task, init, dpo, o.integer("generate-max-len"), text.eos(), text.pad(), seed));
+            loop.curve(PromptSet.curve(ps, task, init, dpo, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), seed));
         }
         final PromptSet fp = prompts;
         final double[] initReward = {Double.NaN};
+        final List<ChatTemplate.Example> rollouts = new ArrayList<>();
         loop.run(step -> {
             Sums s = new Sums();
             s.teacherMetrics = second != null;
@@ -451,8 +453,9 @@ public final class DistillStage {
                     idx[k++] = i;
                 }
                 StepRanges.DISTILL.rollout.push();
-                rollout = Sampler.sample(policy, ps, o.integer("generate-max-len"), 1.0, 1.0, rolloutSeed(seed, step), text.eos(), text.pad(), o.integer("gen-batch"));
+                rollout = Sampler.sample(policy, ps, o.integer("generate-max-len"), o.integer("min-new-tokens"), 1.0, 1.0, rolloutSeed(seed, step), text.eos(), text.pad(), o.integer("gen-batch"));
                 Nvtx.pop();
+                rollouts.addAll(rollout);
                 if (task != null) for (int i = 0; i < rollout.size(); i++) {
                     ChatTemplate.Example e = rollout.get(i);
                     reward += task.reward(fp.lastWord()[idx[i]], java.util.Arrays.copyOfRange(e.ids(), e.promptLength(), e.ids().length)) / batch;
@@ -494,8 +497,21 @@ public final class DistillStage {
             return m;
         });
         if (fusedLinear != null) fusedLinear.close();
+        if (cfg.variant() == Variant.ALIGNDISTIL || cfg.variant() == Variant.CONTRAST) {
+            // The regime check over the training rows (on-policy: the rollouts of this process; a resumed run
+            // measures those after the resumption only).
+            Regime reg = new Regime(cfg, on, text.eos()).measure(dpo, second, Stage.loadFrozen(modelDir, o), on ? rollouts : examples, pos, text.pad(), 64);
+            Map<String, Object> sm = reg.summary();
+            HfCheckpoint.writeAtomically(out.resolve(REGIME_FILE), ai.aligndistil.io.Json.write(JsonLines.sanitize(sm)) + "\n");
+            err.printf("%s: regime: mean alpha %.3f (at the official beta2 %.0f: %.3f), tvd %.3f, KL(dpo||init) %.4f per token, teacher P(EOS) at the first row %.3f (dpo %.3f): %s%n",
+                    name, sm.get("mean_alpha"), sm.get("official_beta2"), sm.get("mean_alpha_official_beta2"), sm.get("tvd_mean"), sm.get("kl_dpo_init_per_token"),
+                    sm.get("teacher_eos_first_row"), sm.get("dpo_eos_first_row"), Boolean.TRUE.equals(sm.get("in_regime")) ? "in regime" : "OUT OF REGIME");
+        }
         return out;
     }
+
+    /** The regime figures of a run ({@link Regime#summary}), in its output folder. */
+    public static final String REGIME_FILE = "regime.json";
 
     /** The first logged step's expected reward (so a resumed run keeps its reference), else {@code current}. */
     static double firstExpectedReward(Path out, double current) {

@@ -66,7 +66,7 @@ public final class DpoStage {
         if (o.integer("eval-every") > 0 && o.has("eval-prompts")) {
             BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
             PromptSet ps = PromptSet.load(o.path("eval-prompts"), text, o.integer("prompt-max-len"), task, true, err).first(o.integer("curve-prompts"));
-            loop.curve(PromptSet.curve(ps, task, ref, null, o.integer("generate-max-len"), text.eos(), text.pad(), o.longValue("seed")));
+            loop.curve(PromptSet.curve(ps, task, ref, null, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), o.longValue("seed")));
         }
         loop.run(step -> {
             double loss = 0, acc = 0, rc = 0, rr = 0;

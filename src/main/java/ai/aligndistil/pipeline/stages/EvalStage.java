@@ -51,10 +51,8 @@ public final class EvalStage {
                 .value("generate-max-len", 1024, "most new tokens per sampled response")
                 .value("prompt-max-len", 1024, "prompts are cut on the right to this many tokens")
                 .flag("skip-bad-lines", false, "skip malformed data lines and count them, instead of stopping")
-                .value("beta", 0.1).value("out", null).value("dtype", "auto").value("max-len", 2048)
-                .value("system-prompt", ChatTemplate.QWEN25_SYSTEM).value("eos", ChatTemplate.IM_END)
-                .value("generate-max-len", 1024).value("prompt-max-len", 1024).flag("skip-bad-lines", false)
-                .value("device", "auto", "where the models run: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N");
+                .value("device", "auto", "where the models run: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N")
+                .value("min-new-tokens", 1, "EOS is impossible for the first N sampled tokens of a response (the official vLLM sampler's min_tokens = 1), tokens");
     }
 
     /** name=path entries of {@code --models} (a bare path is named by its folder). */
@@ -79,7 +77,7 @@ public final class EvalStage {
         Stage.device(so); // a device that cannot be used stops here, before any model is loaded or file written
         Stage.Text text = Stage.Text.of(first, so);
         BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
-        int k = o.integer("samples"), maxNew = o.integer("generate-max-len");
+        int k = o.integer("samples"), maxNew = o.integer("generate-max-len"), minNew = o.integer("min-new-tokens");
         long seed = o.longValue("seed");
         Map<String, Object> result = new LinkedHashMap<>();
         Map<String, Object> per = new LinkedHashMap<>();
@@ -90,16 +88,18 @@ public final class EvalStage {
             PromptSet ps = PromptSet.load(o.path("prompts"), text, o.integer("prompt-max-len"), task, o.bool("skip-bad-lines"), err).repeat(k);
             double[] initRewards = null;
             if (init != null && task != null)
-                initRewards = ps.rewards(task, Sampler.sample(init, ps.ids(), maxNew, 1.0, 1.0, seed, text.eos(), text.pad(), 64));
+                initRewards = ps.rewards(task, Sampler.sample(init, ps.ids(), maxNew, minNew, 1.0, 1.0, seed, text.eos(), text.pad(), 64));
             for (var e : models.entrySet()) {
                 long t0 = System.nanoTime();
                 CausalLM m = Stage.loadFrozen(e.getValue(), so);
-                List<ChatTemplate.Example> s = Sampler.sample(m, ps.ids(), maxNew, 1.0, 1.0, seed, text.eos(), text.pad(), 64);
+                List<ChatTemplate.Example> s = Sampler.sample(m, ps.ids(), maxNew, minNew, 1.0, 1.0, seed, text.eos(), text.pad(), 64);
                 Map<String, Object> r = new LinkedHashMap<>();
                 if (task != null) {
                     double[] rw = ps.rewards(task, s);
                     r.put("reward", PromptSet.mean(rw));
                     r.put("reward_std", PromptSet.std(rw));
+                    r.put("reward_sample_se", PromptSet.std(rw) / Math.sqrt(rw.length));
+                    r.put("reward_per_word", PromptSet.mean(PromptSet.perWord(rw, s)));
                     if (initRewards != null) {
                         double win = 0;
                         for (int i = 0; i < rw.length; i++) win += rw[i] > initRewards[i] ? 1 : rw[i] == initRewards[i] ? 0.5 : 0;

@@ -58,6 +58,16 @@ public record PromptSet(List<long[]> ids, int[] lastWord) {
         return r;
     }
 
+    /**
+     * Length-controlled reward: each sample's true reward divided by its number of tokens before EOS (at least 1).
+     * Sampled responses always end with EOS ({@link Sampler#sample}).
+     */
+    public static double[] perWord(double[] rewards, List<ChatTemplate.Example> samples) {
+        double[] r = new double[rewards.length];
+        for (int i = 0; i < r.length; i++) r[i] = rewards[i] / Math.max(1, samples.get(i).ids().length - samples.get(i).promptLength() - 1);
+        return r;
+    }
+
     /** Response lengths in tokens (EOS included). */
     public static double[] lengths(List<ChatTemplate.Example> samples) {
         double[] r = new double[samples.size()];
@@ -89,15 +99,16 @@ public record PromptSet(List<long[]> ids, int[] lastWord) {
     }
 
     /** A training-curve measurement: samples from the policy (fixed seed), true reward, KL to the initial and DPO models, length. */
-    public static TrainLoop.CurveFn curve(PromptSet prompts, BuiltinTask task, CausalLM init, CausalLM dpo, int maxNew, long eos, long pad, long seed) {
+    public static TrainLoop.CurveFn curve(PromptSet prompts, BuiltinTask task, CausalLM init, CausalLM dpo, int maxNew, int minNew, long eos, long pad, long seed) {
         return (policy, step) -> {
-            List<ChatTemplate.Example> s = Sampler.sample(policy, prompts.ids(), maxNew, 1.0, 1.0, seed, eos, pad, 64);
+            List<ChatTemplate.Example> s = Sampler.sample(policy, prompts.ids(), maxNew, minNew, 1.0, 1.0, seed, eos, pad, 64);
             java.util.Map<String, Object> m = new java.util.LinkedHashMap<>();
             if (task != null) {
                 double[] r = prompts.rewards(task, s);
                 m.put("reward", mean(r));
                 m.put("reward_std", std(r));
                 m.put("samples", r.length);
+                m.put("reward_per_word", mean(perWord(r, s)));
             }
             if (init != null) m.put("kl_init", mean(Sampler.sequenceKl(policy, init, s, pad, 64)));
             if (dpo != null) m.put("kl_dpo", mean(Sampler.sequenceKl(policy, dpo, s, pad, 64)));

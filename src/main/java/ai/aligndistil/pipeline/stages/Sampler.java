@@ -30,10 +30,20 @@ public final class Sampler {
      */
     public static List<ChatTemplate.Example> sample(CausalLM m, List<long[]> prompts, int maxNew, double temperature, double topP,
                                                     long seed, long eos, long pad, int chunk) {
+        return sample(m, prompts, maxNew, 0, temperature, topP, seed, eos, pad, chunk);
+    }
+
+    /**
+     * As {@link #sample(CausalLM, List, int, double, double, long, long, long, int)}, with EOS impossible for the
+     * first {@code minNew} tokens of a response ({@code --min-new-tokens}; the official vLLM sampler's
+     * {@code min_tokens = 1}).
+     */
+    public static List<ChatTemplate.Example> sample(CausalLM m, List<long[]> prompts, int maxNew, int minNew, double temperature, double topP,
+                                                    long seed, long eos, long pad, int chunk) {
         List<ChatTemplate.Example> out = new ArrayList<>();
         for (int c = 0, start = 0; start < prompts.size(); c++, start += chunk) {
             List<long[]> part = prompts.subList(start, Math.min(prompts.size(), start + chunk));
-            Generator.Result r = Generator.generate(m, part, new Generator.Options(maxNew, temperature, topP, seed + c, new long[] {eos}, pad));
+            Generator.Result r = Generator.generate(m, part, new Generator.Options(maxNew, temperature, topP, seed + c, new long[] {eos}, pad, Math.min(minNew, maxNew)));
             for (int i = 0; i < part.size(); i++) {
                 long[] resp = r.tokens().get(i);
                 if (resp.length == 0) resp = new long[] {eos};

@@ -45,7 +45,7 @@ public final class SftStage {
         if (o.integer("eval-every") > 0 && o.has("eval-prompts")) {
             BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
             PromptSet ps = PromptSet.load(o.path("eval-prompts"), text, o.integer("prompt-max-len"), task, true, err).first(o.integer("curve-prompts"));
-            loop.curve(PromptSet.curve(ps, task, null, null, o.integer("generate-max-len"), text.eos(), text.pad(), o.longValue("seed")));
+            loop.curve(PromptSet.curve(ps, task, null, null, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), o.longValue("seed")));
         }
         loop.run(step -> {
             List<int[]> micros = Stage.microBatches(order, step, batch, micro);

@@ -65,7 +65,8 @@ public final class Stage {
                 .value("profile-step", null, "bracket optimiser step N (counted from 1) with cudaProfilerStart/Stop, for nsys/ncu (docs/profiling.md); unset: none")
                 .value("profile-steps", null, "bracket optimiser steps N to M (from 1, inclusive) with cudaProfilerStart/Stop (docs/profiling.md); unset: none")
                 .value("device", "auto", "where the models run: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N")
-                .flag("grad-checkpointing", false, "activation checkpointing per decoder layer: keep only each layer's input, recompute the layer during the backward");
+                .flag("grad-checkpointing", false, "activation checkpointing per decoder layer: keep only each layer's input, recompute the layer during the backward")
+                .value("min-new-tokens", 1, "EOS is impossible for the first N sampled tokens of a response (on-policy rollouts and curves; the official vLLM sampler's min_tokens = 1), tokens");
     }
 
     /**

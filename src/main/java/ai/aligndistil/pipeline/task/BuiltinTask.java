@@ -24,8 +24,9 @@ import ai.aligndistil.train.Rng;
  * <li><b>Base language</b>: a first-order Markov chain over the words with peaked random transitions and a
  * per-word stop probability; prompts are 3 to 6 words of it, responses continue the prompt and end with EOS
  * (at most {@link #maxResponseWords()} words). The initial policy is trained on it by {@code sft}.</li>
- * <li><b>Hidden reward</b>: a score per token in context, {@code s(prev, w) = a[w] + c * b[prev][w]} summed over
- * the response's words, where {@code prev} is the previous word (the prompt's last word for the first one);
+ * <li><b>Hidden reward</b>: a score per token in context, {@code s(prev, w) = a[w] - m + c * b[prev][w]} summed over
+ * the response's words ({@code a}, {@code b} standard normal, {@code c} = {@link #CONTEXT_WEIGHT}, {@code m} the base
+ * language's mean per-word score, so the reward is length-neutral under the initial policy), where {@code prev} is the previous word (the prompt's last word for the first one);
  * any non-word token in a response (a special or role token) scores {@link #INVALID_SCORE}; EOS scores 0.</li>
  * </ul>
  * Everything is a deterministic function of the seed.
@@ -44,9 +45,11 @@ public final class BuiltinTask {
     private final double[][] bigram;       // [W][W] reward of a word after a word
     private final double contextWeight;
     private final int maxResponseWords;
+    private final double scoreOffset;
 
     private BuiltinTask(long seed, String[] words, double[][] transition, double[] stop, double[] unigram, double[][] bigram,
-                        double contextWeight, int maxResponseWords) {
+                        double contextWeight, int maxResponseWords, double scoreOffset) {
+        this.scoreOffset = scoreOffset;
         this.seed = seed;
         this.words = words;
         this.transition = transition;
@@ -81,8 +84,39 @@ public final class BuiltinTask {
         for (int i = 0; i < numWords; i++) uni[i] = gaussian(r);
         double[][] bi = new double[numWords][numWords];
         for (int i = 0; i < numWords; i++) for (int j = 0; j < numWords; j++) bi[i][j] = gaussian(r);
-        return new BuiltinTask(seed, words, tr, stop, uni, bi, 0.5, 14);
+        BuiltinTask raw = new BuiltinTask(seed, words, tr, stop, uni, bi, CONTEXT_WEIGHT, 14, 0);
+        // Length-neutral reward: subtract the base language's mean per-word score (measured on CENTRING_SAMPLES
+        // responses of its own, seeded), so a word is worth about 0 on average under the initial policy and only
+        // the choice of word in its context is rewarded, not the number of words.
+        double offset = raw.basePerWordScore(CENTRING_SAMPLES, new Rng(seed * 31 + 11));
+        double[] centred = uni.clone();
+        for (int i = 0; i < numWords; i++) centred[i] -= offset;
+        return new BuiltinTask(seed, words, tr, stop, centred, bi, CONTEXT_WEIGHT, 14, offset);
     }
+
+    /** Weight of the context score b[prev][w] against the word's own score a[w]: equal, so word choice in context carries the signal. */
+    public static final double CONTEXT_WEIGHT = 1.0;
+    /** Base-language responses whose mean per-word score centres the reward. */
+    static final int CENTRING_SAMPLES = 20000;
+
+    /** Mean score per word of {@code n} responses of the base language (each after a fresh prompt). */
+    public double basePerWordScore(int n, Rng r) {
+        double sum = 0;
+        long words = 0;
+        for (int i = 0; i < n; i++) {
+            int[] p = samplePrompt(r);
+            int prev = p[p.length - 1];
+            for (int w : sampleResponse(p, r)) {
+                sum += score(prev, w);
+                prev = w;
+                words++;
+            }
+        }
+        return words == 0 ? 0 : sum / words;
+    }
+
+    /** The constant subtracted from every word's score to centre the reward (see {@link #create}). */
+    public double scoreOffset() { return scoreOffset; }
 
     static double gaussian(Rng r) {
         double u = Math.max(1e-300, r.nextDouble()), v = r.nextDouble();
@@ -274,6 +308,7 @@ public final class BuiltinTask {
         j.put("words", List.of(words));
         j.put("max_response_words", (long) maxResponseWords);
         j.put("context_weight", contextWeight);
+        j.put("score_offset", scoreOffset);
         j.put("invalid_score", INVALID_SCORE);
         List<Object> uni = new ArrayList<>();
         for (double d : unigram) uni.add(d);
