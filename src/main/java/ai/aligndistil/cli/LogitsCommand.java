@@ -100,7 +100,8 @@ final class LogitsCommand implements Callable<Integer> {
         try {
             dev = Devices.resolve(device); // before any work: a device that cannot be used is a usage error
         } catch (Devices.UnavailableException e) {
-            throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+            stderr.println("aligndistil logits: " + e.getMessage()); // complete in one line: no pointer to --help
+            return Main.USAGE;
         }
         try {
             ModelConfig config = ModelConfig.read(model);

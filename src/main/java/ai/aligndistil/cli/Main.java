@@ -132,7 +132,11 @@ public final class Main implements Callable<Integer> {
             return ce.exitCode();
         }
         if (e instanceof PipelineException pe) {
-            if (pe.usage()) return usageError(c, stripCommand(c, pe.getMessage()), err);
+            if (pe.usage() && pe.helpHint()) return usageError(c, stripCommand(c, pe.getMessage()), err);
+            if (pe.usage()) { // a refusal: complete in one line
+                err.println("aligndistil " + firstLine(pe.getMessage()));
+                return USAGE;
+            }
             err.println("aligndistil " + firstLine(pe.getMessage()));
             return FAILURE;
         }

@@ -8,18 +8,30 @@ package ai.aligndistil.pipeline.config;
 public final class PipelineException extends RuntimeException {
     private static final long serialVersionUID = 1L;
     private final boolean usage;
+    private final boolean helpHint;
 
-    private PipelineException(boolean usage, String message) {
+    private PipelineException(boolean usage, boolean helpHint, String message) {
         super(message);
         this.usage = usage;
+        this.helpHint = helpHint;
     }
 
     /** A problem with what the user asked for (exit code 2 on the command line). */
-    public static PipelineException usage(String message) { return new PipelineException(true, message); }
+    public static PipelineException usage(String message) { return new PipelineException(true, true, message); }
+
+    /**
+     * A request that cannot be served on this machine (a device that cannot be used, a run that will not fit in its
+     * memory): exit code 2 like a usage error, but the message is complete in one line (names what was asked and
+     * why not), so the command line prints no pointer to --help after it.
+     */
+    public static PipelineException refused(String message) { return new PipelineException(true, false, message); }
 
     /** A failure while running (exit code 1 on the command line). */
-    public static PipelineException failure(String message) { return new PipelineException(false, message); }
+    public static PipelineException failure(String message) { return new PipelineException(false, false, message); }
 
     /** True for a usage problem, false for a failure while running. */
     public boolean usage() { return usage; }
+
+    /** Whether the command line should point at --help after the message (usage errors, not refusals). */
+    public boolean helpHint() { return helpHint; }
 }

@@ -394,7 +394,7 @@ public final class DistillStage {
         Devices.Choice dev = Stage.preflight(o, modelDir, o.integer("micro-batch"), cfg.variant() == Variant.GKD ? 1 : 2,
                 ai.aligndistil.model.MemoryPlan.Kind.DISTILL, chunk, err);
         if (dev.cuda() && !ai.aligndistil.kernel.NativeCuda.available()) // the fused loss on CUDA is our kernel library's
-            throw ai.aligndistil.pipeline.config.PipelineException.usage(o.stage() + ": --device " + o.str("device") + ": the fused loss's CUDA library is unavailable: "
+            throw ai.aligndistil.pipeline.config.PipelineException.refused(o.stage() + ": --device " + o.str("device") + ": the fused loss's CUDA library is unavailable: "
                     + ai.aligndistil.kernel.NativeCuda.problem() + " (build with nvcc 13 on the PATH)");
         Stage.Text text = Stage.Text.of(modelDir, o);
         BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;

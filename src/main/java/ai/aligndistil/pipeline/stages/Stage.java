@@ -78,7 +78,7 @@ public final class Stage {
         try {
             return Devices.resolve(spec);
         } catch (Devices.UnavailableException e) {
-            throw PipelineException.usage(o.stage() + ": " + e.getMessage());
+            throw PipelineException.refused(o.stage() + ": " + e.getMessage());
         }
     }
 
@@ -120,7 +120,7 @@ public final class Stage {
         String line = String.format(java.util.Locale.ROOT, "%s: device %s; memory plan %s; %s %s", o.stage(), dev.name(), plan.describe(), source,
                 cap < 0 ? "unknown (no check)" : String.format(java.util.Locale.ROOT, "%.2f GiB", cap / (double) MemoryPlan.GIB));
         if (cap >= 0 && plan.total() > cap)
-            throw PipelineException.usage(line + ": the run will not fit; lower --micro-batch or --max-len, or use --dtype bf16, --grad-checkpointing"
+            throw PipelineException.refused(line + ": the run will not fit; lower --micro-batch or --max-len, or use --dtype bf16, --grad-checkpointing"
                     + (kind == MemoryPlan.Kind.DISTILL ? ", --fused-linear" : "") + " (docs/model.md, Memory plan)");
         err.println(line);
         return dev;
