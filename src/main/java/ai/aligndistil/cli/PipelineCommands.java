@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Map;
 
 import ai.aligndistil.cli.CliException;
@@ -19,6 +20,10 @@ import ai.aligndistil.pipeline.stages.EvalStage;
 import ai.aligndistil.pipeline.stages.TrainLoop;
 import ai.aligndistil.pipeline.report.Report;
 import ai.aligndistil.pipeline.demo.Demo;
+import ai.aligndistil.pipeline.stages.Stage;
+import ai.aligndistil.train.dist.DistEnv;
+import ai.aligndistil.train.dist.DistException;
+import ai.aligndistil.train.dist.DistGroup;
 
 /** The pipeline's commands: task, task-pairs, sft, dpo, distill, eval, demo. */
 public final class PipelineCommands {
@@ -60,9 +65,15 @@ public final class PipelineCommands {
                     Options o = TaskFiles.pairsSpec().parse(args);
                     TaskFiles.makePairs(o.path("task"), o.path("policy"), o.longValue("seed"), o.integer("gen-batch"), err);
                 }
-                case "sft" -> out.println(SftStage.run(checked(SftStage.spec().parse(args)), err));
-                case "dpo" -> out.println(DpoStage.run(checked(DpoStage.spec().parse(args)), err));
-                case "distill" -> out.println(DistillStage.run(checked(DistillStage.spec().parse(args)), err));
+                case "sft" -> {
+                    return train(cmd, SftStage.spec(), args, out, err, (o, g) -> SftStage.run(o, err, g));
+                }
+                case "dpo" -> {
+                    return train(cmd, DpoStage.spec(), args, out, err, (o, g) -> DpoStage.run(o, err, g));
+                }
+                case "distill" -> {
+                    return train(cmd, DistillStage.spec(), args, out, err, (o, g) -> DistillStage.run(o, err, g));
+                }
                 case "eval" -> {
                     Map<String, Object> r = EvalStage.run(EvalStage.spec().parse(args), err);
                     out.println(Report.evalTable(r));
@@ -75,6 +86,8 @@ public final class PipelineCommands {
             return 0;
         } catch (PipelineException e) {
             throw new CliException(e.usage() ? CliException.USAGE : CliException.FAILURE, e.getMessage());
+        } catch (DistException e) {
+            throw new CliException(e.usage() ? CliException.USAGE : CliException.FAILURE, cmd + ": " + e.getMessage());
         } catch (IOException e) {
             throw CliException.failure(cmd + ": " + e.getMessage());
         } catch (UncheckedIOException e) {
@@ -103,6 +116,45 @@ public final class PipelineCommands {
     }
 
     static Path p(String s) { return Path.of(s); }
+
+    /** A training stage as one rank of a group. */
+    interface RankRun {
+        Path run(Options o, DistGroup g) throws IOException;
+    }
+
+    /**
+     * Runs a training stage: in one process; as the launcher of {@code --nproc-per-node N > 1} workers
+     * ({@link Launcher}); or, when torchrun's variables are set, as one rank of that job (which rank 0 reports; the
+     * others' results are theirs to print). A rank that fails leaves its error in the store for the others' messages.
+     */
+    static int train(String cmd, Options.Spec spec, String[] args, PrintStream out, PrintStream err, RankRun run) throws IOException {
+        Options o = checked(spec.parse(args));
+        int n = o.integer("nproc-per-node");
+        long seconds = o.longValue("dist-timeout");
+        if (seconds <= 0) throw CliException.usage(cmd + ": --dist-timeout must be a positive number of seconds, got " + seconds);
+        Duration timeout = Duration.ofSeconds(seconds);
+        DistEnv env = DistEnv.fromEnvironment(System.getenv());
+        if (env == null) {
+            Stage.requireDivisible(o.integer("batch"), n);
+            if (n > 1) return Launcher.launch(cmd, args, n, timeout, o.has("out") ? o.path("out") : null, System.getenv(), out, err);
+            out.println(run.run(o, DistGroup.single()));
+            return 0;
+        }
+        Stage.requireDivisible(o.integer("batch"), env.worldSize());
+        // The backend follows the training device when the stage has one (--device, "Training on a GPU"): NCCL for CUDA, Gloo for the CPU.
+        DistGroup.Kind kind = o.keys().contains("device") ? DistGroup.Kind.forDevice(o.str("device")) : DistGroup.Kind.GLOO;
+        DistGroup g = DistGroup.join(env, timeout, kind);
+        Path result;
+        try {
+            result = run.run(o, g);
+        } catch (IOException | RuntimeException | Error e) {
+            g.reportFailure(e);
+            throw e;
+        }
+        g.close();
+        if (g.isMain()) out.println(result);
+        return 0;
+    }
 
     /** Rejects a bad --profile-step / --profile-steps before any model is loaded (TrainLoop reads them again). */
     private static Options checked(Options o) {

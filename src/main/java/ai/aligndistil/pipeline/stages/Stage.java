@@ -15,6 +15,7 @@ import ai.aligndistil.model.HfTokenizer;
 import ai.aligndistil.model.Tensors;
 import ai.aligndistil.train.Rng;
 import ai.aligndistil.pipeline.config.Options;
+import ai.aligndistil.pipeline.config.PipelineException;
 import ai.aligndistil.pipeline.data.DataFiles;
 import ai.aligndistil.pipeline.profiling.ProfileWindow;
 
@@ -40,7 +41,36 @@ public final class Stage {
                 .value("task", null).value("eval-prompts", null).value("eval-every", 0).value("curve-prompts", 64)
                 .value("generate-max-len", 1024).value("prompt-max-len", 1024)
                 .flag("skip-bad-lines", false).flag("resume", true).flag("quiet", false)
-                .value("profile-step", null).value("profile-steps", null);
+                .value("profile-step", null).value("profile-steps", null)
+                .value("nproc-per-node", 1, "worker processes to start on this machine, one rank each (data parallel; --batch stays the global batch and must be divisible by it); ignored when torchrun's WORLD_SIZE/RANK/LOCAL_RANK/MASTER_ADDR/MASTER_PORT are set, which join that job instead")
+                .value("dist-timeout", 300, "bound on the rendezvous and on every collective of a data-parallel run, seconds; a rank gone makes the others stop within it")
+                .value("dist-bucket-mb", 25, "size cap of one gradient all-reduce bucket, MiB");
+    }
+
+    /**
+     * This rank's micro-batches of optimiser step {@code step}: the {@code batch / world} consecutive sequences of the
+     * global batch that start at {@code rank * batch / world}, cut into micro-batches of {@code micro}. Rank shards are
+     * disjoint and together are the global batch, in order. {@code world} must divide {@code batch}.
+     */
+    public static List<int[]> shard(int[] order, long step, int batch, int micro, int rank, int world) {
+        requireDivisible(batch, world);
+        int per = batch / world;
+        List<int[]> out = new ArrayList<>();
+        long base = step * batch + (long) rank * per;
+        for (int s = 0; s < per; s += micro) {
+            int n = Math.min(micro, per - s);
+            int[] idx = new int[n];
+            System.arraycopy(order, (int) (base + s), idx, 0, n);
+            out.add(idx);
+        }
+        return out;
+    }
+
+    /** A usage error unless the global batch splits evenly over the ranks. */
+    public static void requireDivisible(int batch, int world) {
+        if (world < 1) throw PipelineException.usage("--nproc-per-node must be at least 1, got " + world);
+        if (batch % world != 0)
+            throw PipelineException.usage("--batch " + batch + " is not divisible by the world size " + world + " (--batch is the global batch, split evenly over the ranks)");
     }
 
     /** Tokenizer, chat template and special ids of a model folder. */

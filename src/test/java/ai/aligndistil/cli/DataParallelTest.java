@@ -1,0 +1,163 @@
+package ai.aligndistil.cli;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import ai.aligndistil.io.Safetensors;
+import ai.aligndistil.model.CausalLM;
+import ai.aligndistil.model.HfCheckpoint;
+import ai.aligndistil.model.Tensors;
+import ai.aligndistil.pipeline.data.JsonLines;
+import ai.aligndistil.pipeline.stages.DpoStage;
+import ai.aligndistil.pipeline.stages.Fixture;
+
+/**
+ * Data-parallel training through the command line: {@code --nproc-per-node 2} starts two worker JVMs (Gloo over a
+ * loopback TCPStore) and gives, step by step, the losses of one process with the same global batch; a worker killed
+ * with SIGKILL stops the whole command with the rank named, the checkpoint intact, and the same command resumes to the
+ * weights of an uninterrupted run. The built-in task's tiny model keeps each run to seconds.
+ */
+class DataParallelTest {
+    @TempDir static Path tmp;
+    static Path task;
+
+    /** 64 training pairs, global batch 8, 2 epochs: 16 optimiser steps. */
+    static final String[] SHAPE = {"--batch", "8", "--micro-batch", "2", "--epochs", "2", "--lr", "1e-2"};
+
+    @BeforeAll
+    static void setUp() throws Exception {
+        task = Fixture.task(tmp.resolve("task"));
+        String base = task.resolve("base").toString();
+        DpoStage.run(DpoStage.spec().parse(Fixture.common(task, "--model", base, "--out", tmp.resolve("dpo").toString(), "--lr", "1e-2")), Fixture.NULL);
+        DpoStage.run(DpoStage.spec().parse(Fixture.common(task, "--model", base, "--out", tmp.resolve("rev").toString(), "--reverse", "--lr", "1e-2")), Fixture.NULL);
+    }
+
+    record Run(int code, String err, double seconds) {}
+
+    static Run main(String... args) {
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        long t0 = System.nanoTime();
+        int code = Main.run(args, Fixture.NULL, new PrintStream(err, true, StandardCharsets.UTF_8));
+        return new Run(code, err.toString(StandardCharsets.UTF_8), (System.nanoTime() - t0) / 1e9);
+    }
+
+    static String[] args(String cmd, String out, String... more) {
+        List<String> a = new ArrayList<>(List.of(cmd));
+        a.addAll(List.of(Fixture.common(task, "--model", task.resolve("base").toString(), "--out", tmp.resolve(out).toString())));
+        a.addAll(List.of(SHAPE));
+        if (cmd.equals("distill")) a.addAll(List.of("--dpo", tmp.resolve("dpo").toString(), "--reverse-dpo", tmp.resolve("rev").toString(), "--mode", "off-policy"));
+        a.addAll(List.of(more));
+        return a.toArray(String[]::new);
+    }
+
+    static void ok(Run r) {
+        assertEquals(0, r.code(), r.err());
+    }
+
+    @Test
+    void dpoOnTwoProcessesMatchesOneProcessStepByStep() throws Exception {
+        ok(main(args("dpo", "dpo-1")));
+        Run two = main(args("dpo", "dpo-2", "--nproc-per-node", "2"));
+        ok(two);
+        assertTrue(two.err().contains("[rank 1]") || two.err().contains("started 2 workers"), two.err());
+        compare("dpo-1", "dpo-2");
+    }
+
+    @Test
+    void offPolicyDistillOnTwoProcessesMatchesOneProcessStepByStep() throws Exception {
+        ok(main(args("distill", "off-1")));
+        ok(main(args("distill", "off-2", "--nproc-per-node", "2")));
+        compare("off-1", "off-2");
+    }
+
+    /** Per-step loss: |a - b| <= 1e-4 max(|a|, |b|) over at least 12 steps; final weights: ||a - b|| <= 1e-3 ||a||. */
+    static void compare(String one, String two) throws Exception {
+        List<Map<String, Object>> a = JsonLines.read(tmp.resolve(one).resolve("metrics.jsonl")), b = JsonLines.read(tmp.resolve(two).resolve("metrics.jsonl"));
+        assertEquals(a.size(), b.size(), "steps");
+        assertTrue(a.size() >= 12, "at least 12 steps, got " + a.size());
+        double worst = 0;
+        int worstStep = -1;
+        for (int i = 0; i < a.size(); i++) {
+            double x = ((Number) a.get(i).get("loss")).doubleValue(), y = ((Number) b.get(i).get("loss")).doubleValue();
+            double rel = Math.abs(x - y) / Math.max(Math.max(Math.abs(x), Math.abs(y)), 1e-12);
+            if (rel > worst) {
+                worst = rel;
+                worstStep = i + 1;
+            }
+            assertTrue(b.get(i).containsKey("comm_s"), "the two-process run reports its time in collectives");
+        }
+        assertTrue(worst <= 1e-4, "worst step " + worstStep + ": relative loss difference " + worst + " (" + a.get(Math.max(0, worstStep - 1)).get("loss")
+                + " vs " + b.get(Math.max(0, worstStep - 1)).get("loss") + ")");
+        double rel = relativeL2(tmp.resolve(one), tmp.resolve(two));
+        assertTrue(rel <= 1e-3, "final weights: relative L2 difference " + rel);
+    }
+
+    static double relativeL2(Path a, Path b) throws Exception {
+        CausalLM x = HfCheckpoint.load(a, ScalarType.Float), y = HfCheckpoint.load(b, ScalarType.Float);
+        double d = 0, n = 0;
+        for (var e : x.namedParameters().entrySet()) {
+            float[] u = Tensors.toFloats(e.getValue()), v = Tensors.toFloats(y.namedParameters().get(e.getKey()));
+            for (int i = 0; i < u.length; i++) {
+                d += (u[i] - (double) v[i]) * (u[i] - (double) v[i]);
+                n += (double) u[i] * u[i];
+            }
+        }
+        return Math.sqrt(d) / Math.sqrt(n);
+    }
+
+    @Test
+    void aWorkerKilledMidRunStopsTheCommandAndTheSameCommandResumes() throws Exception {
+        String[] cmd = args("distill", "killed", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "4", "--dist-timeout", "60");
+        ok(main(args("distill", "whole", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "4", "--dist-timeout", "60")));
+        Path out = tmp.resolve("killed"), ckpt = out.resolve("checkpoint.safetensors");
+        CompletableFuture<Run> job = CompletableFuture.supplyAsync(() -> main(cmd));
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        while (!Files.exists(ckpt) && !job.isDone() && System.nanoTime() < deadline) Thread.sleep(10);
+        assertTrue(Files.exists(ckpt), "a checkpoint appeared before the run ended");
+        ProcessHandle rank1 = ProcessHandle.current().children()
+                .filter(p -> p.info().arguments().map(a -> List.of(a).contains("-Daligndistil.dist.rank=1")).orElse(false)).findFirst().orElseThrow();
+        long killedAt = System.nanoTime();
+        assertTrue(rank1.destroyForcibly(), "SIGKILL sent to rank 1");
+        Run r = job.get(180, TimeUnit.SECONDS);
+        double stopSeconds = (System.nanoTime() - killedAt) / 1e9;
+        assertNotEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("rank 1 of 2 failed: killed by signal 9"), r.err());
+        assertTrue(stopSeconds < 60, "stopped " + stopSeconds + " s after the kill, beyond --dist-timeout 60");
+        assertFalse(Files.exists(out.resolve("model.safetensors")), "the killed run did not finish");
+        try (Safetensors.Reader ck = Safetensors.open(ckpt)) {
+            assertTrue(ck.tensors().size() > 0, "the checkpoint is readable");
+        }
+        Run resumed = main(cmd);
+        ok(resumed);
+        assertTrue(resumed.err().contains("resuming from"), resumed.err());
+        assertArrayEquals(Files.readAllBytes(tmp.resolve("whole/model.safetensors")), Files.readAllBytes(out.resolve("model.safetensors")),
+                "the resumed run ends on the uninterrupted run's weights");
+    }
+
+    @Test
+    void aWorldSizeThatDoesNotDivideTheBatchIsRejectedBeforeAnythingStarts() {
+        Run r = main(args("dpo", "bad", "--nproc-per-node", "3"));
+        assertEquals(CliException.USAGE, r.code(), r.err());
+        assertTrue(r.err().contains("--batch 8 is not divisible by the world size 3"), r.err());
+        assertEquals(1, r.err().strip().lines().count(), r.err());
+    }
+}
