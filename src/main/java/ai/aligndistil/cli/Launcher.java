@@ -66,7 +66,20 @@ final class Launcher {
                 int rank = r;
                 pump(p.getInputStream(), rank == 0 ? stdout : err, rank == 0 ? "" : "[rank " + rank + "] ", null, 0);
                 pump(p.getErrorStream(), err, "[rank " + rank + "] ", lastError, rank);
-                p.onExit().thenAccept(x -> exits.add(new int[] {rank, x.exitValue()}));
+                // A thread of our own waits for the exit: Process.onExit() completes on the common ForkJoinPool, which a
+                // caller running this launcher on that pool (CompletableFuture.supplyAsync) can starve.
+                Thread w = new Thread(() -> {
+                    while (true) {
+                        try {
+                            exits.add(new int[] {rank, p.waitFor()});
+                            return;
+                        } catch (InterruptedException ignored) {
+                            // keep waiting: the exit must be seen
+                        }
+                    }
+                }, "aligndistil-rank-" + rank + "-exit");
+                w.setDaemon(true);
+                w.start();
             }
             err.println(cmd + ": started " + n + " workers (ranks 0.." + (n - 1) + ", rendezvous on 127.0.0.1:" + port + ", --dist-timeout "
                     + timeout.toSeconds() + " s)");

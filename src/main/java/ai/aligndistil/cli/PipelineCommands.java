@@ -128,15 +128,21 @@ public final class PipelineCommands {
      * others' results are theirs to print). A rank that fails leaves its error in the store for the others' messages.
      */
     static int train(String cmd, Options.Spec spec, String[] args, PrintStream out, PrintStream err, RankRun run) throws IOException {
+        return train(cmd, spec, args, out, err, run, System.getenv());
+    }
+
+    /** {@link #train} with the environment given (tests run ranks as threads of one JVM). */
+    static int train(String cmd, Options.Spec spec, String[] args, PrintStream out, PrintStream err, RankRun run, Map<String, String> environment)
+            throws IOException {
         Options o = checked(spec.parse(args));
         int n = o.integer("nproc-per-node");
         long seconds = o.longValue("dist-timeout");
         if (seconds <= 0) throw CliException.usage(cmd + ": --dist-timeout must be a positive number of seconds, got " + seconds);
         Duration timeout = Duration.ofSeconds(seconds);
-        DistEnv env = DistEnv.fromEnvironment(System.getenv());
+        DistEnv env = DistEnv.fromEnvironment(environment);
         if (env == null) {
             Stage.requireDivisible(o.integer("batch"), n);
-            if (n > 1) return Launcher.launch(cmd, args, n, timeout, o.has("out") ? o.path("out") : null, System.getenv(), out, err);
+            if (n > 1) return Launcher.launch(cmd, args, n, timeout, o.has("out") ? o.path("out") : null, environment, out, err);
             out.println(run.run(o, DistGroup.single()));
             return 0;
         }

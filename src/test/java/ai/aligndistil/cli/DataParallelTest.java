@@ -80,6 +80,42 @@ class DataParallelTest {
         ok(two);
         assertTrue(two.err().contains("[rank 1]") || two.err().contains("started 2 workers"), two.err());
         compare("dpo-1", "dpo-2");
+        // --resume at another world size: 6 steps on two processes, the rest on one, ends where one process ends
+        ok(main(args("dpo", "dpo-mixed", "--nproc-per-node", "2", "--save-steps", "2", "--max-steps", "6")));
+        Run rest = main(args("dpo", "dpo-mixed"));
+        ok(rest);
+        assertTrue(rest.err().contains("resuming from"), rest.err());
+        double rel = relativeL2(tmp.resolve("dpo-1"), tmp.resolve("dpo-mixed"));
+        assertTrue(rel <= 1e-3, "resumed on one process after two: relative L2 difference " + rel);
+    }
+
+    @Test
+    void ranksStartedWithDifferentOptionsAreRejectedBeforeTraining() throws Exception {
+        int port;
+        try (java.net.ServerSocket s = new java.net.ServerSocket(0, 0, java.net.InetAddress.getLoopbackAddress())) {
+            port = s.getLocalPort();
+        }
+        List<CompletableFuture<Throwable>> ranks = new ArrayList<>();
+        for (int r = 0; r < 2; r++) {
+            int rank = r;
+            Map<String, String> env = Map.of("WORLD_SIZE", "2", "RANK", "" + rank, "LOCAL_RANK", "" + rank, "MASTER_ADDR", "127.0.0.1", "MASTER_PORT", "" + port);
+            String[] a = args("dpo", "mismatch-" + rank, "--lr", rank == 0 ? "1e-2" : "2e-2", "--dist-timeout", "60");
+            String[] stageArgs = java.util.Arrays.copyOfRange(a, 1, a.length);
+            ranks.add(CompletableFuture.supplyAsync(() -> {
+                try {
+                    PipelineCommands.train("dpo", DpoStage.spec(), stageArgs, Fixture.NULL, Fixture.NULL, (o, g) -> DpoStage.run(o, Fixture.NULL, g), env);
+                    return null;
+                } catch (Throwable t) {
+                    return t;
+                }
+            }, java.util.concurrent.Executors.newSingleThreadExecutor()));
+        }
+        for (CompletableFuture<Throwable> f : ranks) {
+            Throwable t = f.get(120, TimeUnit.SECONDS);
+            assertTrue(t instanceof ai.aligndistil.train.dist.DistException d && d.usage(), "a usage error (exit code 2), got " + t);
+            assertTrue(t.getMessage().contains("ranks differ in options"), t.getMessage());
+        }
+        assertFalse(Files.exists(tmp.resolve("mismatch-0").resolve("metrics.jsonl")), "no step was taken");
     }
 
     @Test

@@ -273,6 +273,8 @@ public final class DistGroup implements AutoCloseable {
         // c10d messages end with a C++ stack trace ("Exception raised from ..."): keep the message only
         int raised = m.indexOf("Exception raised from");
         if (raised > 0) m = m.substring(0, raised).strip();
+        // Gloo prefixes its messages with the source location of the build ("[/path/to/pair.cc:538] "): drop it
+        if (m.startsWith("[") && m.indexOf("] ") > 0 && m.substring(0, m.indexOf("] ")).matches("\\[.*\\.(cc|cpp|h):\\d+")) m = m.substring(m.indexOf("] ") + 2);
         return m.length() > 400 ? m.substring(0, 400) + "..." : m;
     }
 

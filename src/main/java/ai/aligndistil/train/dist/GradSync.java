@@ -38,7 +38,7 @@ public final class GradSync {
             Tensor p = ps.get(i);
             if (!p.requires_grad()) continue;
             long b = p.numel() * p.element_size();
-            boolean sameType = cur.isEmpty() || cur.get(0).scalar_type() == p.scalar_type();
+            boolean sameType = cur.isEmpty() || cur.get(0).scalar_type().value == p.scalar_type().value;
             if (!cur.isEmpty() && (bytes + b > bucketBytes || !sameType)) {
                 buckets.add(cur);
                 cur = new ArrayList<>();
