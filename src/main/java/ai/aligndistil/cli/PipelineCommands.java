@@ -66,17 +66,16 @@ public final class PipelineCommands {
                     TaskFiles.makePairs(o.path("task"), o.path("policy"), o.longValue("seed"), o.integer("gen-batch"), err);
                 }
                 case "sft" -> {
-                    return train(cmd, SftStage.spec(), args, out, err, (o, g) -> SftStage.run(o, err, g));
+                    return train(cmd, SftStage.spec(), args, out, err, (o, g) -> SftStage.run(o, err, g).toString());
                 }
                 case "dpo" -> {
-                    return train(cmd, DpoStage.spec(), args, out, err, (o, g) -> DpoStage.run(o, err, g));
+                    return train(cmd, DpoStage.spec(), args, out, err, (o, g) -> DpoStage.run(o, err, g).toString());
                 }
                 case "distill" -> {
-                    return train(cmd, DistillStage.spec(), args, out, err, (o, g) -> DistillStage.run(o, err, g));
+                    return train(cmd, DistillStage.spec(), args, out, err, (o, g) -> DistillStage.run(o, err, g).toString());
                 }
                 case "eval" -> {
-                    Map<String, Object> r = EvalStage.run(EvalStage.spec().parse(args), err);
-                    out.println(Report.evalTable(r));
+                    return train(cmd, EvalStage.spec(), args, out, err, (o, g) -> Report.evalTable(EvalStage.run(o, err, g)));
                 }
                 case "demo", "demo-pipeline" -> {
                     return Demo.run(Demo.spec().parse(args), out, err);
@@ -117,9 +116,9 @@ public final class PipelineCommands {
 
     static Path p(String s) { return Path.of(s); }
 
-    /** A training stage as one rank of a group. */
+    /** A stage as one rank of a group; returns what rank 0 prints on standard output. */
     interface RankRun {
-        Path run(Options o, DistGroup g) throws IOException;
+        String run(Options o, DistGroup g) throws IOException;
     }
 
     /**
@@ -140,17 +139,18 @@ public final class PipelineCommands {
         if (seconds <= 0) throw CliException.usage(cmd + ": --dist-timeout must be a positive number of seconds, got " + seconds);
         Duration timeout = Duration.ofSeconds(seconds);
         DistEnv env = DistEnv.fromEnvironment(environment);
+        boolean batched = o.keys().contains("batch"); // the training stages; eval splits its prompts and pairs, whatever their number
         if (env == null) {
-            Stage.requireDivisible(o.integer("batch"), n);
-            if (n > 1) return Launcher.launch(cmd, args, n, timeout, o.has("out") ? o.path("out") : null, environment, out, err);
+            if (batched) Stage.requireDivisible(o.integer("batch"), n);
+            if (n > 1) return Launcher.launch(cmd, args, n, timeout, batched && o.has("out") ? o.path("out") : null, environment, out, err);
             out.println(run.run(o, DistGroup.single()));
             return 0;
         }
-        Stage.requireDivisible(o.integer("batch"), env.worldSize());
+        if (batched) Stage.requireDivisible(o.integer("batch"), env.worldSize());
         // The backend follows the training device when the stage has one (--device, "Training on a GPU"): NCCL for CUDA, Gloo for the CPU.
         DistGroup.Kind kind = o.keys().contains("device") ? DistGroup.Kind.forDevice(o.str("device")) : DistGroup.Kind.GLOO;
         DistGroup g = DistGroup.join(env, timeout, kind);
-        Path result;
+        String result;
         try {
             result = run.run(o, g);
         } catch (IOException | RuntimeException | Error e) {

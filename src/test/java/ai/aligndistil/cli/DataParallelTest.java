@@ -103,7 +103,7 @@ class DataParallelTest {
             String[] stageArgs = java.util.Arrays.copyOfRange(a, 1, a.length);
             ranks.add(CompletableFuture.supplyAsync(() -> {
                 try {
-                    PipelineCommands.train("dpo", DpoStage.spec(), stageArgs, Fixture.NULL, Fixture.NULL, (o, g) -> DpoStage.run(o, Fixture.NULL, g), env);
+                    PipelineCommands.train("dpo", DpoStage.spec(), stageArgs, Fixture.NULL, Fixture.NULL, (o, g) -> DpoStage.run(o, Fixture.NULL, g).toString(), env);
                     return null;
                 } catch (Throwable t) {
                     return t;
@@ -187,6 +187,29 @@ class DataParallelTest {
         assertTrue(resumed.err().contains("resuming from"), resumed.err());
         assertArrayEquals(Files.readAllBytes(tmp.resolve("whole/model.safetensors")), Files.readAllBytes(out.resolve("model.safetensors")),
                 "the resumed run ends on the uninterrupted run's weights");
+    }
+
+    @Test
+    @SuppressWarnings("unchecked")
+    void evalOnTwoProcessesSplitsPromptsAndPairsAndAddsTheirSums() throws Exception {
+        List<String> common = List.of("--models", "dpo=" + tmp.resolve("dpo"), "--init", task.resolve("base").toString(), "--dpo", tmp.resolve("dpo").toString(),
+                "--reverse-dpo", tmp.resolve("rev").toString(), "--pairs", task.resolve("test_prefs.jsonl").toString(), "--prompts",
+                task.resolve("eval_prompts.jsonl").toString(), "--task", task.toString(), "--samples", "2", "--generate-max-len", "6");
+        List<String> one = new ArrayList<>(List.of("eval")), two = new ArrayList<>(List.of("eval"));
+        one.addAll(common);
+        one.addAll(List.of("--out", tmp.resolve("eval-1.json").toString()));
+        two.addAll(common);
+        two.addAll(List.of("--out", tmp.resolve("eval-2.json").toString(), "--nproc-per-node", "2"));
+        ok(main(one.toArray(String[]::new)));
+        ok(main(two.toArray(String[]::new)));
+        Map<String, Object> a = ai.aligndistil.io.Json.parseObject(Files.readString(tmp.resolve("eval-1.json")));
+        Map<String, Object> b = ai.aligndistil.io.Json.parseObject(Files.readString(tmp.resolve("eval-2.json")));
+        Map<String, Object> ma = (Map<String, Object>) ((Map<String, Object>) a.get("models")).get("dpo");
+        Map<String, Object> mb = (Map<String, Object>) ((Map<String, Object>) b.get("models")).get("dpo");
+        assertEquals(((Number) ma.get("samples")).intValue(), ((Number) mb.get("samples")).intValue(), "every prompt sampled once per sample, over both ranks");
+        for (String k : List.of("reward", "win_rate", "kl_init", "kl_dpo", "length")) assertTrue(Double.isFinite(((Number) mb.get(k)).doubleValue()), k + " " + mb);
+        // reward accuracy has no sampling: both ranks' counts add up to the single-process ones
+        assertEquals(a.get("reward_accuracy"), b.get("reward_accuracy"));
     }
 
     @Test
