@@ -150,6 +150,8 @@ public final class PipelineCommands {
         // The backend follows the training device when the stage has one (--device, "Training on a GPU"): NCCL for CUDA, Gloo for the CPU.
         DistGroup.Kind kind = o.keys().contains("device") ? DistGroup.Kind.forDevice(o.str("device")) : DistGroup.Kind.GLOO;
         DistGroup g = DistGroup.join(env, timeout, kind);
+        // One GPU per local rank: a bare --device cuda means this rank's cuda:LOCAL_RANK.
+        if (kind == DistGroup.Kind.NCCL && o.str("device").trim().equals("cuda")) o = o.with("device", g.device());
         String result;
         try {
             result = run.run(o, g);

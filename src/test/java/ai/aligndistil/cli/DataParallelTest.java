@@ -162,8 +162,8 @@ class DataParallelTest {
 
     @Test
     void aWorkerKilledMidRunStopsTheCommandAndTheSameCommandResumes() throws Exception {
-        String[] cmd = args("distill", "killed", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "4", "--dist-timeout", "60");
-        ok(main(args("distill", "whole", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "4", "--dist-timeout", "60")));
+        String[] cmd = args("distill", "killed", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "3", "--dist-timeout", "60");
+        ok(main(args("distill", "whole", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "3", "--dist-timeout", "60")));
         Path out = tmp.resolve("killed"), ckpt = out.resolve("checkpoint.safetensors");
         CompletableFuture<Run> job = CompletableFuture.supplyAsync(() -> main(cmd));
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);

@@ -55,7 +55,7 @@ public final class DistGroup implements AutoCloseable {
         }
     }
 
-    private final int rank, world;
+    private final int rank, world, localRank;
     private final Kind kind;
     private final Duration timeout;
     private final TCPStore store;
@@ -63,9 +63,10 @@ public final class DistGroup implements AutoCloseable {
     private long keySeq;
     private long commNanos;
 
-    private DistGroup(int rank, int world, Kind kind, Duration timeout, TCPStore store, Backend backend) {
+    private DistGroup(int rank, int world, int localRank, Kind kind, Duration timeout, TCPStore store, Backend backend) {
         this.rank = rank;
         this.world = world;
+        this.localRank = localRank;
         this.kind = kind;
         this.timeout = timeout;
         this.store = store;
@@ -73,7 +74,7 @@ public final class DistGroup implements AutoCloseable {
     }
 
     /** The group of a single process (world size 1): every collective returns its input. */
-    public static DistGroup single() { return new DistGroup(0, 1, Kind.GLOO, Duration.ofSeconds(300), null, null); }
+    public static DistGroup single() { return new DistGroup(0, 1, 0, Kind.GLOO, Duration.ofSeconds(300), null, null); }
 
     /**
      * Joins the job of {@code env}: rank 0 checks that its port is free (a usage error if not) and serves the store,
@@ -112,7 +113,7 @@ public final class DistGroup implements AutoCloseable {
             throw DistException.failure("rank " + env.rank() + ": the " + kind + " group of " + env.worldSize() + " ranks did not form within "
                     + timeout.toSeconds() + " s (--dist-timeout): " + oneLine(e), e);
         }
-        DistGroup g = new DistGroup(env.rank(), env.worldSize(), kind, timeout, store, b);
+        DistGroup g = new DistGroup(env.rank(), env.worldSize(), env.localRank(), kind, timeout, store, b);
         g.barrier("rendezvous");
         return g;
     }
@@ -155,6 +156,9 @@ public final class DistGroup implements AutoCloseable {
 
     public Kind kind() { return kind; }
 
+    /** The device of this rank's tensors: {@code cpu} for Gloo, {@code cuda:LOCAL_RANK} for NCCL (one GPU per local rank). */
+    public String device() { return kind == Kind.NCCL ? "cuda:" + localRank : "cpu"; }
+
     public Duration timeout() { return timeout; }
 
     /** Seconds spent in collectives since the group formed (waits for slower ranks included). */
@@ -183,13 +187,17 @@ public final class DistGroup implements AutoCloseable {
         }
     }
 
-    /** Sums numbers across ranks (in float64); returns a new array. */
+    /** Sums numbers across ranks (in float64; through the rank's GPU for NCCL, which reduces CUDA tensors only); returns a new array. */
     public double[] allReduceSum(double[] v, String what) {
         if (world == 1) return v.clone();
         Tensor t = Tensors.zeros(ScalarType.Double, v.length);
         MemorySegment s = Tensors.segment(t);
         for (int i = 0; i < v.length; i++) s.setAtIndex(ValueLayout.JAVA_DOUBLE, i, v[i]);
-        allReduceSum(List.of(t), what);
+        if (kind == Kind.NCCL) {
+            Tensor d = t.to(new org.bytedeco.pytorch.Device(device()), ScalarType.Double);
+            allReduceSum(List.of(d), what);
+            t.copy_(d);
+        } else allReduceSum(List.of(t), what);
         double[] r = new double[v.length];
         for (int i = 0; i < v.length; i++) r[i] = s.getAtIndex(ValueLayout.JAVA_DOUBLE, i);
         return r;
