@@ -113,6 +113,9 @@ public final class DataParallelBench {
                     r.get("comm_s_median"), 100 * (double) r.get("comm_share"), r.get("speedup"), r.get("efficiency")));
         Files.writeString(Path.of(prefix + ".md"), md.toString());
         System.err.println("bench: wrote " + prefix + ".{json,md}");
+        try (var files = Files.walk(work)) {
+            for (Path f : files.sorted(java.util.Comparator.reverseOrder()).toList()) Files.deleteIfExists(f);
+        }
         System.out.print(md);
     }
 

@@ -64,8 +64,8 @@ final class Launcher {
                 procs.add(p);
                 lastError.add(null);
                 int rank = r;
-                pump(p.getInputStream(), rank == 0 ? stdout : err, rank == 0 ? "" : "[rank " + rank + "] ", null, 0);
-                pump(p.getErrorStream(), err, "[rank " + rank + "] ", lastError, rank);
+                pump(p.getInputStream(), rank == 0 ? stdout : err, rank == 0 ? "" : "[rank " + rank + "] ", null, 0, rank == 0 ? err : null);
+                pump(p.getErrorStream(), err, "[rank " + rank + "] ", lastError, rank, null);
                 // A thread of our own waits for the exit: Process.onExit() completes on the common ForkJoinPool, which a
                 // caller running this launcher on that pool (CompletableFuture.supplyAsync) can starve.
                 Thread w = new Thread(() -> {
@@ -172,13 +172,20 @@ final class Launcher {
         return c;
     }
 
-    private static void pump(InputStream in, PrintStream to, String prefix, List<String> lastError, int rank) {
+    /**
+     * Forwards a worker's lines. For rank 0's standard output ({@code chatter} set), lines that a library prints there
+     * (Gloo's "[Gloo] Rank 0 is connected ...") go to {@code chatter} with the rank prefix, so that standard output
+     * carries the stage's result alone, as in a one-process run.
+     */
+    private static void pump(InputStream in, PrintStream to, String prefix, List<String> lastError, int rank, PrintStream chatter) {
         Thread t = new Thread(() -> {
             try (BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8))) {
                 String line;
                 while ((line = r.readLine()) != null) {
-                    synchronized (to) {
-                        to.println(prefix + line);
+                    PrintStream dest = chatter != null && line.startsWith("[Gloo]") ? chatter : to;
+                    String pre = dest == chatter ? "[rank " + rank + "] " : prefix;
+                    synchronized (dest) {
+                        dest.println(pre + line);
                     }
                     if (lastError != null && line.startsWith("aligndistil ")) {
                         synchronized (lastError) {

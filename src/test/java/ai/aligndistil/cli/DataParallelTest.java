@@ -213,6 +213,16 @@ class DataParallelTest {
     }
 
     @Test
+    void aLauncherPortInUseIsRejectedBeforeAnyWorkerStarts() throws Exception {
+        try (java.net.ServerSocket busy = new java.net.ServerSocket(0, 0, java.net.InetAddress.getByName("127.0.0.1"))) {
+            CliException e = org.junit.jupiter.api.Assertions.assertThrows(CliException.class, () -> Launcher.launch("dpo", new String[0], 2,
+                    java.time.Duration.ofSeconds(5), null, Map.of("MASTER_PORT", Integer.toString(busy.getLocalPort())), Fixture.NULL, Fixture.NULL));
+            assertEquals(CliException.USAGE, e.exitCode());
+            assertTrue(e.getMessage().contains("already in use"), e.getMessage());
+        }
+    }
+
+    @Test
     void aWorldSizeThatDoesNotDivideTheBatchIsRejectedBeforeAnythingStarts() {
         Run r = main(args("dpo", "bad", "--nproc-per-node", "3"));
         assertEquals(CliException.USAGE, r.code(), r.err());
