@@ -116,6 +116,42 @@ class DistGroupTest {
     }
 
     @Test
+    void aRankThatFailsWithAnExceptionIsNamedWithItsCauseByTheOthers() throws Exception {
+        // Rank 1 fails and leaves (in one JVM its sockets stay open, so rank 0's collective ends at the 3 s timeout; a dead
+        // process's sockets close and it ends at once, which DataParallelTest's SIGKILL test shows).
+        List<String> r = onRanks(2, Duration.ofSeconds(3), g -> {
+            if (g.rank() == 1) {
+                g.reportFailure(new IllegalStateException("out of memory at step 3"));
+                return "failed";
+            }
+            Thread.sleep(200); // rank 1 has left its cause in the store
+            DistException e = assertThrows(DistException.class, () -> g.allReduceSum(new double[] {1}, "all-reduce of the gradients"));
+            assertTrue(!e.usage(), "a failure, not a usage error");
+            return e.getMessage();
+        });
+        String msg = r.get(0);
+        assertTrue(msg.startsWith("rank 0: all-reduce of the gradients failed"), msg);
+        assertTrue(msg.contains("rank 1 failed: out of memory at step 3"), msg);
+        assertEquals(1, msg.lines().count(), msg);
+    }
+
+    @Test
+    void aCollectiveThatARankNeverJoinsFailsWithinTheTimeout() throws Exception {
+        List<Double> r = onRanks(2, Duration.ofSeconds(3), g -> {
+            if (g.rank() == 1) {
+                Thread.sleep(6000); // stuck: never joins the collective
+                return 0.0;
+            }
+            long t0 = System.nanoTime();
+            DistException e = assertThrows(DistException.class, () -> g.allReduceSum(new double[] {1}, "all-reduce of the gradients"));
+            double s = (System.nanoTime() - t0) / 1e9;
+            assertTrue(e.getMessage().startsWith("rank 0: all-reduce of the gradients failed"), e.getMessage());
+            return s;
+        });
+        assertTrue(r.get(0) >= 2.5 && r.get(0) < 6, "rank 0 gave up after " + r.get(0) + " s with a 3 s timeout");
+    }
+
+    @Test
     void aPortInUseIsAUsageErrorBeforeAnythingStarts() throws Exception {
         try (ServerSocket busy = new ServerSocket(0, 0, InetAddress.getByName("127.0.0.1"))) {
             DistException e = assertThrows(DistException.class,
