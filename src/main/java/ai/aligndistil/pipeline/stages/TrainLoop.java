@@ -121,7 +121,7 @@ public final class TrainLoop {
             dist.requireSame("weights at step " + step, WeightChecksum.of(policy.namedParameters()));
             sync = new GradSync(dist, policy.namedParameters().values(), (long) (o.num("dist-bucket-mb") * (1 << 20)));
             if (main) err.println(stage + ": data parallel over " + dist.worldSize() + " ranks (" + dist.kind() + "), " + sync.buckets()
-                    + " gradient buckets; same options and weights on every rank");
+                    + " gradient bucket(s); same options and weights on every rank");
         }
         if (step == 0 && curve != null) {
             Map<String, Object> c = curve.measure(policy, 0);

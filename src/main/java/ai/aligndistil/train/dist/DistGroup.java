@@ -203,6 +203,16 @@ public final class DistGroup implements AutoCloseable {
         return r;
     }
 
+    /**
+     * Whether any rank says yes: for decisions every rank must take together at a step boundary (a stop request that
+     * reached one rank, such as SIGTERM, must stop all of them after the same step, or the others wait in the next
+     * collective until the timeout).
+     */
+    public boolean any(boolean local, String what) {
+        if (world == 1) return local;
+        return allReduceSum(new double[] {local ? 1 : 0}, what)[0] > 0;
+    }
+
     /** Returns when every rank has called it (a one-element all-reduce, so it is bounded by the timeout like every collective). */
     public void barrier(String what) {
         if (world == 1) return;

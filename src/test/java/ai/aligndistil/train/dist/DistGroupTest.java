@@ -65,6 +65,8 @@ class DistGroupTest {
         List<double[]> r = onRanks(2, Duration.ofSeconds(60), g -> {
             double[] s = g.allReduceSum(new double[] {g.rank() + 1, 10 * (g.rank() + 1), -0.5}, "test");
             g.requireSame("a value all ranks share", "abc");
+            assertTrue(g.any(g.rank() == 1, "a stop request on rank 1 only"), "one rank's yes is every rank's yes");
+            assertTrue(!g.any(false, "no stop request"));
             DistException e = assertThrows(DistException.class, () -> g.requireSame("the options hash", g.rank() == 0 ? "h0" : "h1"));
             assertTrue(e.usage(), "a difference between ranks is a usage error");
             assertTrue(e.getMessage().contains("rank 0 has h0, rank 1 has h1"), e.getMessage());
