@@ -107,6 +107,10 @@ final class Launcher {
             drain();
             String how = describe(code);
             String last = lastError.get(rank);
+            if (code == CliException.USAGE) {
+                err.println("aligndistil " + cmd + ": rank " + rank + " of " + n + " rejected the job before training" + (last == null ? "" : ": " + last));
+                return CliException.USAGE;
+            }
             err.println("aligndistil " + cmd + ": rank " + rank + " of " + n + " failed: " + how + (last == null ? "" : "; its last error: " + last)
                     + "; the other ranks were stopped" + (out == null ? "" : "; the last checkpoint (if any) in " + out
                     + " is intact: run the same command to resume from it"));
