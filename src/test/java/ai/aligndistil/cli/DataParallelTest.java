@@ -144,6 +144,8 @@ class DataParallelTest {
         assertTrue(worst <= 1e-4, "worst step " + worstStep + ": relative loss difference " + worst + " (" + a.get(Math.max(0, worstStep - 1)).get("loss")
                 + " vs " + b.get(Math.max(0, worstStep - 1)).get("loss") + ")");
         double rel = relativeL2(tmp.resolve(one), tmp.resolve(two));
+        System.err.printf("DataParallelTest: %s vs %s: %d steps, worst relative loss difference %.3g (step %d), final weights relative L2 %.3g%n",
+                one, two, a.size(), worst, worstStep, rel);
         assertTrue(rel <= 1e-3, "final weights: relative L2 difference " + rel);
     }
 
