@@ -117,7 +117,9 @@ public final class TrainLoop {
         }
         GradSync sync = null;
         if (dist.distributed()) {
-            dist.requireSame("options", WeightChecksum.ofOptions(o.asMap()));
+            Map<String, String> shared = new java.util.TreeMap<>(o.asMap());
+            shared.remove("device"); // per rank under NCCL (cuda:LOCAL_RANK); everything else must agree
+            dist.requireSame("options", WeightChecksum.ofOptions(shared));
             dist.requireSame("weights at step " + step, WeightChecksum.of(policy.namedParameters()));
             sync = new GradSync(dist, policy.namedParameters().values(), (long) (o.num("dist-bucket-mb") * (1 << 20)));
             if (main) err.println(stage + ": data parallel over " + dist.worldSize() + " ranks (" + dist.kind() + "), " + sync.buckets()
