@@ -296,6 +296,25 @@ public final class DistGroup implements AutoCloseable {
         return m.length() > 400 ? m.substring(0, 400) + "..." : m;
     }
 
+    private org.bytedeco.pytorch.ProcessGroup processGroup;
+
+    /**
+     * A c10d {@code ProcessGroup} over this group's backend (what libtorch's DDP {@code Reducer} takes), made on first use
+     * with its own clone of the store.
+     */
+    public synchronized org.bytedeco.pytorch.ProcessGroup processGroup() {
+        if (world == 1) throw new IllegalStateException("a single process has no process group");
+        if (processGroup == null) {
+            org.bytedeco.pytorch.ProcessGroup pg = new org.bytedeco.pytorch.ProcessGroup(store.clone(), rank, world);
+            org.bytedeco.pytorch.ProcessGroup.BackendType bt = kind == Kind.NCCL ? org.bytedeco.pytorch.ProcessGroup.BackendType.NCCL
+                    : org.bytedeco.pytorch.ProcessGroup.BackendType.GLOO;
+            pg.setBackend(kind == Kind.NCCL ? torch.DeviceType.CUDA : torch.DeviceType.CPU, bt, new org.bytedeco.pytorch.BackendOptional(backend));
+            pg.setDefaultBackend(bt);
+            processGroup = pg;
+        }
+        return processGroup;
+    }
+
     /** Releases the backend and the store (the store's server goes with rank 0's). */
     @Override
     public void close() {

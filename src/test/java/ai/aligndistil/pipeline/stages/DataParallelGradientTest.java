@@ -29,6 +29,7 @@ import ai.aligndistil.pipeline.data.Seqs;
 import ai.aligndistil.train.dist.DistEnv;
 import ai.aligndistil.train.dist.DistGroup;
 import ai.aligndistil.train.dist.GradSync;
+import ai.aligndistil.train.dist.ReducerSync;
 
 /**
  * On-policy distillation's gradient on a fixed rollout batch, data parallel: two ranks (threads of this JVM, one Gloo
@@ -41,13 +42,24 @@ class DataParallelGradientTest {
 
     @Test
     void twoRanksSumToTheSingleProcessGradient() throws Exception {
+        check(false);
+    }
+
+    /** The same through libtorch's DDP Reducer (one micro-batch per rank: its bucket all-reduces overlap backward). */
+    @Test
+    void theReducerOnOneMicroBatchPerRankGivesTheSingleProcessGradient() throws Exception {
+        check(true);
+    }
+
+    static void check(boolean reducer) throws Exception {
         LossConfig cfg = new LossConfig(Variant.ALIGNDISTIL, 0.1, 15, 1e-3, 1, 1, true);
         Seqs.Positions pos = Seqs.Positions.parse("paper", true);
         List<long[]> prompts = new ArrayList<>();
         for (int i = 0; i < BATCH; i++) prompts.add(new long[] {1, 5 + i, 9, 10 + (i % 3), 2, 1, 6});
         List<ChatTemplate.Example> rollout = Sampler.sample(models()[0], prompts, 8, 1.0, 1.0, 99, 2, 0, 64);
 
-        Result one = run(rollout, 0, 1, cfg, pos);
+        // the same micro-batches as the ranks (their packing, hence their padding, is then the same)
+        Result one = run(rollout, 0, 1, cfg, pos, DistGroup.single(), reducer ? BATCH / 2 : MICRO, false);
         int port;
         try (ServerSocket s = new ServerSocket(0, 0, InetAddress.getLoopbackAddress())) {
             port = s.getLocalPort();
@@ -58,7 +70,7 @@ class DataParallelGradientTest {
             int rank = r;
             fs.add(ex.submit(() -> {
                 try (DistGroup g = DistGroup.join(new DistEnv(2, rank, rank, "127.0.0.1", port), Duration.ofSeconds(60), DistGroup.Kind.GLOO)) {
-                    Result res = run(rollout, rank, 2, cfg, pos, g);
+                    Result res = run(rollout, rank, 2, cfg, pos, g, reducer ? BATCH / 2 : MICRO, reducer);
                     return res;
                 }
             }));
@@ -93,8 +105,11 @@ class DataParallelGradientTest {
 
     record Result(double loss, Map<String, float[]> grads) {}
 
-    /** Student, DPO and reverse-DPO models: the same seeded random weights in every thread. */
-    static CausalLM[] models() {
+    /**
+     * Student, DPO and reverse-DPO models: the same seeded random weights in every thread. Synchronized: the weights are
+     * drawn from libtorch's global generator, which two ranks that are threads of one JVM would otherwise interleave.
+     */
+    static synchronized CausalLM[] models() {
         return new CausalLM[] {TinyModels.random(TinyModels.qwen2(V, 2), 1, ScalarType.Float),
                 TinyModels.random(TinyModels.qwen2(V, 2), 2, ScalarType.Float).freeze(),
                 TinyModels.random(TinyModels.qwen2(V, 2), 3, ScalarType.Float).freeze()};
@@ -104,8 +119,12 @@ class DataParallelGradientTest {
         return run(rollout, rank, world, cfg, pos, DistGroup.single());
     }
 
-    @SuppressWarnings("try")
     static Result run(List<ChatTemplate.Example> rollout, int rank, int world, LossConfig cfg, Seqs.Positions pos, DistGroup g) {
+        return run(rollout, rank, world, cfg, pos, g, MICRO, false);
+    }
+
+    @SuppressWarnings("try")
+    static Result run(List<ChatTemplate.Example> rollout, int rank, int world, LossConfig cfg, Seqs.Positions pos, DistGroup g, int micro, boolean reducer) {
         CausalLM[] m = models();
         FusedDistillLoss fused = FusedDistillLoss.create(cfg);
         int[] order = new int[BATCH];
@@ -115,12 +134,17 @@ class DataParallelGradientTest {
         try (PointerScope s = new PointerScope()) {
             m[0].zeroGrad();
             DistillStage.Sums sums = new DistillStage.Sums();
-            for (int[] mb : Stage.shard(order, 0, BATCH, MICRO, rank, world)) {
+            ReducerSync rs = reducer ? new ReducerSync(g, m[0].namedParameters().values(), 1 << 10) : null; // small buckets: several
+            List<int[]> micros = Stage.shard(order, 0, BATCH, micro, rank, world);
+            if (rs != null) assertEquals(1, micros.size(), "the Reducer serves one micro-batch per rank");
+            for (int[] mb : micros) {
                 List<ChatTemplate.Example> part = new ArrayList<>();
                 for (int i : mb) part.add(rollout.get(i));
+                if (rs != null) rs.prepare();
                 DistillStage.microStep(fused, m[0], m[1], m[2], Seqs.pack(part, 0), pos, BATCH, sums);
             }
-            new GradSync(g, m[0].namedParameters().values(), 1 << 10).allReduce(); // small buckets: several in flight
+            if (rs != null) rs.finish();
+            else new GradSync(g, m[0].namedParameters().values(), 1 << 10).allReduce(); // small buckets: several in flight
             loss = g.allReduceSum(new double[] {sums.loss}, "loss")[0];
             for (var e : m[0].namedParameters().entrySet()) grads.put(e.getKey(), Tensors.toFloats(e.getValue().grad()));
         }
