@@ -18,8 +18,10 @@ import ai.aligndistil.train.LrSchedule;
 import ai.aligndistil.train.TrainCheckpoint;
 import ai.aligndistil.train.dist.DistGroup;
 import ai.aligndistil.train.dist.GradSync;
+import ai.aligndistil.train.dist.ReducerSync;
 import ai.aligndistil.train.dist.WeightChecksum;
 import ai.aligndistil.pipeline.config.Options;
+import ai.aligndistil.pipeline.config.PipelineException;
 import ai.aligndistil.pipeline.data.JsonLines;
 import ai.aligndistil.pipeline.profiling.ProfileWindow;
 import ai.aligndistil.pipeline.profiling.StepRanges;
@@ -116,14 +118,18 @@ public final class TrainLoop {
             Files.deleteIfExists(curveLog.file());
         }
         GradSync sync = null;
+        ReducerSync reducer = null;
         if (dist.distributed()) {
             Map<String, String> shared = new java.util.TreeMap<>(o.asMap());
             shared.remove("device"); // per rank under NCCL (cuda:LOCAL_RANK); everything else must agree
             dist.requireSame("options", WeightChecksum.ofOptions(shared));
             dist.requireSame("weights at step " + step, WeightChecksum.of(policy.namedParameters()));
-            sync = new GradSync(dist, policy.namedParameters().values(), (long) (o.num("dist-bucket-mb") * (1 << 20)));
-            if (main) err.println(stage + ": data parallel over " + dist.worldSize() + " ranks (" + dist.kind() + "), " + sync.buckets()
-                    + " gradient bucket(s); same options and weights on every rank");
+            long cap = (long) (o.num("dist-bucket-mb") * (1 << 20));
+            if (useReducer(o, dist.worldSize())) reducer = new ReducerSync(dist, policy.namedParameters().values(), cap);
+            else sync = new GradSync(dist, policy.namedParameters().values(), cap);
+            if (main) err.println(stage + ": data parallel over " + dist.worldSize() + " ranks (" + dist.kind() + "), gradients through "
+                    + (reducer != null ? "libtorch's DDP Reducer" : sync.buckets() + " bucket(s) all-reduced after backward")
+                    + "; same options and weights on every rank");
         }
         if (step == 0 && curve != null) {
             Map<String, Object> c = curve.measure(policy, 0);
@@ -152,7 +158,9 @@ public final class TrainLoop {
             double comm0 = dist.commSeconds();
             try (PointerScope s = new PointerScope(); Nvtx.Range _ = nv.step.open()) {
                 policy.zeroGrad();
+                if (reducer != null) reducer.prepare(); // the step's one backward all-reduces its buckets as they are ready
                 m.putAll(fn.step(step));
+                if (reducer != null) reducer.finish();
                 if (sync != null) sync.allReduce();
                 double norm;
                 try (Nvtx.Range _ = nv.clip.open()) {
@@ -203,6 +211,26 @@ public final class TrainLoop {
         }
         dist.barrier("the saved model");
         return step;
+    }
+
+    /**
+     * Whether {@code --dist-sync} asks for (reducer) or allows (auto) libtorch's Reducer: it serves a step whose rank runs
+     * one backward through autograd alone, i.e. one micro-batch per rank ({@code batch / world <= micro-batch}) and no
+     * {@code --fused-linear} (which adds the head's gradient after backward, when the Reducer's hooks have fired).
+     */
+    static boolean useReducer(Options o, int world) {
+        String mode = o.require("dist-sync");
+        boolean serves = o.integer("batch") / world <= o.integer("micro-batch") && !(o.keys().contains("fused-linear") && o.bool("fused-linear"));
+        return switch (mode) {
+            case "bucketed" -> false;
+            case "auto" -> serves;
+            case "reducer" -> {
+                if (!serves) throw PipelineException.usage("--dist-sync reducer needs one micro-batch per rank (--micro-batch >= --batch / world size = "
+                        + o.integer("batch") / world + ") and no --fused-linear; use --dist-sync bucketed or auto");
+                yield true;
+            }
+            default -> throw PipelineException.usage("--dist-sync must be auto, reducer or bucketed, got '" + mode + "'");
+        };
     }
 
     private void checkpoint(Path ckpt, AdamW opt, long step) throws IOException {

@@ -16,13 +16,12 @@ import org.bytedeco.pytorch.global.torch;
  * flight at once) and unpacked. Each rank's loss is divided by the global batch, so the sum is the gradient of the
  * whole global batch: the single-process gradient up to the order of summation.
  *
- * <p><b>Why not libtorch's DDP {@code Reducer}</b> (bucketed and overlapped with backward; it exists in the presets
- * and averages exactly): (1) the stages accumulate gradients over several micro-batches per optimiser step, and the
- * Reducer reduces at the end of every backward unless the C++ {@code no_sync} bookkeeping is driven by hand;
- * (2) the fused-linear distill path ({@code --fused-linear}) adds the LM head's gradient outside autograd, after
- * backward, where the Reducer's hooks have already fired; (3) on the CPU machine this is built on there is no idle
- * core for the overlap to use. Reducing once after the last micro-batch serves every stage and every path alike;
- * the cost is that communication does not overlap the last backward (docs/distributed.md measures and discusses it).
+ * <p><b>Where libtorch's DDP {@code Reducer} ({@link ReducerSync}: bucketed, overlapped with backward) cannot serve,
+ * this does</b>: (1) several micro-batches per rank and optimiser step, where the Reducer would reduce at the end of
+ * every backward (DDP's {@code no_sync} bookkeeping lives in Python); (2) the fused-linear distill path
+ * ({@code --fused-linear}), which adds the LM head's gradient outside autograd after backward, when the Reducer's
+ * hooks have already fired. Reducing once after the last micro-batch serves every stage and every path alike; the
+ * cost is that communication does not overlap the last backward (docs/distributed.md discusses what that costs).
  */
 public final class GradSync {
     private final DistGroup group;
