@@ -158,9 +158,15 @@ public final class TrainLoop {
             double comm0 = dist.commSeconds();
             try (PointerScope s = new PointerScope(); Nvtx.Range _ = nv.step.open()) {
                 policy.zeroGrad();
-                if (reducer != null) reducer.prepare(); // the step's one backward all-reduces its buckets as they are ready
-                m.putAll(fn.step(step));
-                if (reducer != null) reducer.finish();
+                if (reducer != null) {
+                    reducer.prepare(); // the step's one backward all-reduces its buckets as they are ready
+                    try {
+                        m.putAll(fn.step(step));
+                    } catch (RuntimeException e) {
+                        throw dist.collectiveFailure("backward with the Reducer's gradient all-reduce", e);
+                    }
+                    reducer.finish();
+                } else m.putAll(fn.step(step));
                 if (sync != null) sync.allReduce();
                 double norm;
                 try (Nvtx.Range _ = nv.clip.open()) {

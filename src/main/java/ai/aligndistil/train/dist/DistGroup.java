@@ -259,6 +259,17 @@ public final class DistGroup implements AutoCloseable {
         }
     }
 
+    /**
+     * A failure of a collective that libtorch ran on this group's behalf (the Reducer's bucket all-reduces run inside
+     * backward), as the same one-line error as this group's own collectives; other exceptions are returned as they are.
+     */
+    public RuntimeException collectiveFailure(String what, RuntimeException e) {
+        if (e instanceof DistException) return e;
+        String m = String.valueOf(e.getMessage());
+        boolean collective = m.contains("gloo") || m.contains("Gloo") || m.contains("NCCL") || m.contains("c10d") || m.contains("ProcessGroup");
+        return collective ? failed(what, e) : e;
+    }
+
     private DistException failed(String what, RuntimeException e) {
         StringBuilder b = new StringBuilder("rank " + rank + ": " + what + " failed: " + oneLine(e));
         String peers = peerFailures();
