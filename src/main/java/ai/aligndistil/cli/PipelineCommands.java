@@ -3,6 +3,7 @@ package ai.aligndistil.cli;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -23,7 +24,11 @@ import ai.aligndistil.pipeline.stages.DistillStage;
 import ai.aligndistil.pipeline.stages.DpoStage;
 import ai.aligndistil.pipeline.stages.EvalStage;
 import ai.aligndistil.pipeline.stages.SftStage;
+import ai.aligndistil.pipeline.stages.Stage;
 import ai.aligndistil.pipeline.stages.TaskFiles;
+import ai.aligndistil.train.dist.DistEnv;
+import ai.aligndistil.train.dist.DistException;
+import ai.aligndistil.train.dist.DistGroup;
 
 /**
  * The pipeline's commands (task, task-pairs, sft, dpo, distill, eval, demo), each a picocli command built from the
@@ -70,7 +75,7 @@ final class PipelineCommands {
     static CommandLine stage(String name, Main root) {
         Options.Spec spec = spec(name);
         CommandSpec[] self = new CommandSpec[1];
-        Callable<Integer> body = () -> run(name, StageCommandLine.options(spec, self[0], root.quiet()), root.out(), root.err());
+        Callable<Integer> body = () -> run(name, StageCommandLine.options(spec, self[0], root.quiet()), rawArgs(self[0], name), root.out(), root.err());
         CommandSpec cs = StageCommandLine.commandSpec(spec, body, false);
         self[0] = cs;
         cs.usageMessage().description(description(name)).sortOptions(false).abbreviateSynopsis(true);
@@ -90,7 +95,7 @@ final class PipelineCommands {
                         throw PipelineException.usage("demo: --replay takes no other options (got " + o.longestName() + ")");
                 return ai.aligndistil.kernel.tool.KernelMain.runCommand("aligndistil self-check", new ai.aligndistil.kernel.tool.SelfCheckCommand(), new String[0], root.out(), root.err());
             }
-            return run("demo", StageCommandLine.options(spec, self[0], root.quiet()), root.out(), root.err());
+            return run("demo", StageCommandLine.options(spec, self[0], root.quiet()), rawArgs(self[0], "demo"), root.out(), root.err());
         };
         CommandSpec cs = StageCommandLine.commandSpec(spec, body, false);
         cs.addOption(OptionSpec.builder("--replay").arity("0").type(boolean.class)
@@ -101,8 +106,18 @@ final class PipelineCommands {
         return new CommandLine(cs);
     }
 
-    /** Runs a parsed stage; failures become {@link PipelineException}s (Main maps them to exit codes). */
-    static int run(String cmd, Options o, PrintStream out, PrintStream err) {
+    /** The command's own arguments as typed (after its name), for the workers that {@code --nproc-per-node} starts. */
+    static String[] rawArgs(CommandSpec cs, String name) {
+        List<String> all = cs.commandLine().getParseResult().originalArgs();
+        int i = all.indexOf(name);
+        return all.subList(i + 1, all.size()).toArray(String[]::new);
+    }
+
+    /**
+     * Runs a parsed stage; failures become {@link PipelineException}s or {@link CliException}s (Main maps them to exit
+     * codes). {@code raw} are the stage's arguments as typed, which {@code --nproc-per-node} hands to its workers.
+     */
+    static int run(String cmd, Options o, String[] raw, PrintStream out, PrintStream err) {
         try {
             switch (cmd) {
                 case "task" -> {
@@ -111,12 +126,17 @@ final class PipelineCommands {
                     out.println(TaskFiles.generate(o.path("out"), o.longValue("seed"), d));
                 }
                 case "task-pairs" -> TaskFiles.makePairs(o.path("task"), o.path("policy"), o.longValue("seed"), o.integer("gen-batch"), err);
-                case "sft" -> out.println(SftStage.run(checked(o), err));
-                case "dpo" -> out.println(DpoStage.run(checked(o), err));
-                case "distill" -> out.println(DistillStage.run(checked(o), err));
+                case "sft" -> {
+                    return train(cmd, o, raw, out, err, (x, g) -> SftStage.run(x, err, g).toString(), System.getenv());
+                }
+                case "dpo" -> {
+                    return train(cmd, o, raw, out, err, (x, g) -> DpoStage.run(x, err, g).toString(), System.getenv());
+                }
+                case "distill" -> {
+                    return train(cmd, o, raw, out, err, (x, g) -> DistillStage.run(x, err, g).toString(), System.getenv());
+                }
                 case "eval" -> {
-                    Map<String, Object> r = EvalStage.run(o, err);
-                    out.println(Report.evalTable(r));
+                    return train(cmd, o, raw, out, err, (x, g) -> Report.evalTable(EvalStage.run(x, err, g)), System.getenv());
                 }
                 case "demo" -> {
                     return Demo.run(o, out, err);
@@ -124,6 +144,8 @@ final class PipelineCommands {
                 default -> throw new IllegalArgumentException("unknown command " + cmd);
             }
             return 0;
+        } catch (DistException e) {
+            throw new CliException(e.usage() ? CliException.USAGE : CliException.FAILURE, cmd + ": " + e.getMessage());
         } catch (IOException e) {
             throw PipelineException.failure(cmd + ": " + e.getMessage());
         } catch (UncheckedIOException e) {
@@ -133,6 +155,60 @@ final class PipelineCommands {
         } catch (IllegalArgumentException e) {
             throw PipelineException.failure(cmd + ": " + e.getMessage());
         }
+    }
+
+    /** A stage as one rank of a group; returns what rank 0 prints on standard output. */
+    interface RankRun {
+        String run(Options o, DistGroup g) throws IOException;
+    }
+
+    /**
+     * Runs a training stage: in one process; as the launcher of {@code --nproc-per-node N > 1} workers
+     * ({@link Launcher}); or, when torchrun's variables are set, as one rank of that job (which rank 0 reports; the
+     * others' results are theirs to print). A rank that fails leaves its error in the store for the others' messages.
+     */
+    static int train(String cmd, Options.Spec spec, String[] args, PrintStream out, PrintStream err, RankRun run) throws IOException {
+        return train(cmd, spec, args, out, err, run, System.getenv());
+    }
+
+    /** {@link #train} with the environment given (tests run ranks as threads of one JVM). */
+    static int train(String cmd, Options.Spec spec, String[] args, PrintStream out, PrintStream err, RankRun run, Map<String, String> environment)
+            throws IOException {
+        return train(cmd, spec.parse(args), args, out, err, run, environment);
+    }
+
+    /** {@link #train} on options already parsed; {@code args} are the ones the workers of --nproc-per-node get. */
+    static int train(String cmd, Options o, String[] args, PrintStream out, PrintStream err, RankRun run, Map<String, String> environment)
+            throws IOException {
+        if (o.keys().contains("profile-step")) checked(o);
+        int n = o.integer("nproc-per-node");
+        long seconds = o.longValue("dist-timeout");
+        if (seconds <= 0) throw CliException.usage(cmd + ": --dist-timeout must be a positive number of seconds, got " + seconds);
+        Duration timeout = Duration.ofSeconds(seconds);
+        DistEnv env = DistEnv.fromEnvironment(environment);
+        boolean batched = o.keys().contains("batch"); // the training stages; eval splits its prompts and pairs, whatever their number
+        if (env == null) {
+            if (batched) Stage.requireDivisible(o.integer("batch"), n);
+            if (n > 1) return Launcher.launch(cmd, args, n, timeout, batched && o.has("out") ? o.path("out") : null, environment, out, err);
+            out.println(run.run(o, DistGroup.single()));
+            return 0;
+        }
+        if (batched) Stage.requireDivisible(o.integer("batch"), env.worldSize());
+        // The backend follows the training device when the stage has one (--device, "Training on a GPU"): NCCL for CUDA, Gloo for the CPU.
+        DistGroup.Kind kind = o.keys().contains("device") ? DistGroup.Kind.forDevice(o.str("device")) : DistGroup.Kind.GLOO;
+        DistGroup g = DistGroup.join(env, timeout, kind);
+        // One GPU per local rank: a bare --device cuda means this rank's cuda:LOCAL_RANK.
+        if (kind == DistGroup.Kind.NCCL && o.str("device").trim().equals("cuda")) o = o.with("device", g.device());
+        String result;
+        try {
+            result = run.run(o, g);
+        } catch (IOException | RuntimeException | Error e) {
+            g.reportFailure(e);
+            throw e;
+        }
+        g.close();
+        if (g.isMain()) out.println(result);
+        return 0;
     }
 
     /** Rejects a bad --profile-step / --profile-steps before any model is loaded (TrainLoop reads them again). */

@@ -34,6 +34,8 @@ import ai.aligndistil.pipeline.data.DataFiles;
 import ai.aligndistil.pipeline.data.JsonLines;
 import ai.aligndistil.pipeline.data.Seqs;
 import ai.aligndistil.pipeline.profiling.StepRanges;
+import ai.aligndistil.train.dist.DistGroup;
+import ai.aligndistil.train.dist.RankStreams;
 
 /**
  * {@code distill}: off-policy and on-policy AlignDistil (and its variants) through the project's fused kernel.
@@ -383,6 +385,15 @@ public final class DistillStage {
     }
 
     public static Path run(Options o, PrintStream err) throws IOException {
+        return run(o, err, DistGroup.single());
+    }
+
+    /**
+     * Runs as one rank of {@code dist}: this rank's shard of every global batch (on-policy: its shard of the prompts,
+     * sampled from its own random stream), the loss divided by the global batch so that summed gradients are the
+     * global gradient, and the metrics' sums added across ranks.
+     */
+    public static Path run(Options o, PrintStream err, DistGroup dist) throws IOException {
         Path modelDir = o.path("model"), out = o.path("out");
         boolean on = onPolicy(o);
         LossConfig cfg = lossConfig(o);
@@ -410,6 +421,7 @@ public final class DistillStage {
         ChunkedFusedLinearLoss fusedLinear = o.bool("fused-linear") ? new ChunkedFusedLinearLoss(cfg, o.integer("fused-linear-chunk")) : null;
         int batch = o.integer("batch"), micro = o.integer("micro-batch"), epochs = o.integer("epochs");
         long seed = o.longValue("seed");
+        Stage.requireDivisible(batch, dist.worldSize());
 
         // Off-policy: the chosen responses of the preference data. On-policy: the prompts (of a prompt file or of the pairs).
         List<ChatTemplate.Example> examples = new ArrayList<>();
@@ -429,11 +441,11 @@ public final class DistillStage {
         }
         int n = on ? prompts.size() : examples.size();
         int[] order = Stage.order(n, epochs, seed);
-        TrainLoop loop = new TrainLoop(name, out, policy, modelDir, o, Stage.steps(n, epochs, batch), err);
+        TrainLoop loop = new TrainLoop(name, out, policy, modelDir, o, Stage.steps(n, epochs, batch), err).parallel(dist);
         if (o.integer("eval-every") > 0 && o.has("eval-prompts")) {
             PromptSet ps = PromptSet.load(o.path("eval-prompts"), text, o.integer("prompt-max-len"), task, true, err).first(o.integer("curve-prompts"));
             CausalLM init = Stage.loadFrozen(modelDir, o);
-            loop.curve(PromptSet.curve(ps, task, init, dpo, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), seed));
+            loop.curve(PromptSet.curve(ps, task, init, dpo, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), seed, dist));
         }
         final PromptSet fp = prompts;
         final double[] initReward = {Double.NaN};
@@ -441,19 +453,19 @@ public final class DistillStage {
         loop.run(step -> {
             Sums s = new Sums();
             s.teacherMetrics = second != null;
-            List<int[]> micros = Stage.microBatches(order, step, batch, micro);
+            List<int[]> micros = Stage.shard(order, step, batch, micro, dist.rank(), dist.worldSize());
             List<ChatTemplate.Example> rollout = null;
             double reward = 0;
             if (on) {
                 List<long[]> ps = new ArrayList<>();
-                int[] idx = new int[batch];
+                int[] idx = new int[batch / dist.worldSize()];
                 int k = 0;
                 for (int[] mb : micros) for (int i : mb) {
                     ps.add(fp.ids().get(i));
                     idx[k++] = i;
                 }
                 StepRanges.DISTILL.rollout.push();
-                rollout = Sampler.sample(policy, ps, o.integer("generate-max-len"), o.integer("min-new-tokens"), 1.0, 1.0, rolloutSeed(seed, step), text.eos(), text.pad(), o.integer("gen-batch"));
+                rollout = Sampler.sample(policy, ps, o.integer("generate-max-len"), o.integer("min-new-tokens"), 1.0, 1.0, RankStreams.seed(seed, dist.rank(), step), text.eos(), text.pad(), o.integer("gen-batch"));
                 Nvtx.pop();
                 rollouts.addAll(rollout);
                 if (task != null) for (int i = 0; i < rollout.size(); i++) {
@@ -468,6 +480,17 @@ public final class DistillStage {
                 if (fusedLinear != null) microStepFusedLinear(fusedLinear, policy, dpo, second, Seqs.pack(part, text.pad()), pos, batch, s);
                 else microStep(fused, policy, dpo, second, Seqs.pack(part, text.pad()), pos, batch, s);
             }
+            double lengthSum = 0, totalSum = 0;
+            if (on) for (ChatTemplate.Example e : rollout) {
+                lengthSum += e.ids().length - e.promptLength();
+                totalSum += e.ids().length;
+            }
+            double[] all = dist.allReduceSum(pack(s, reward, lengthSum, totalSum, on ? rollout.size() : 0), "all-reduce of the metrics");
+            unpack(all, s);
+            reward = all[PACKED];
+            lengthSum = all[PACKED + 1];
+            totalSum = all[PACKED + 2];
+            double rolloutCount = all[PACKED + 3];
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("loss", s.loss);
             m.put("rlhf_loss", s.loss);
@@ -484,10 +507,8 @@ public final class DistillStage {
             m.put("selected_rows", s.rows);
             m.put("skipped_sequences", batch - s.sequences);
             if (on) {
-                m.put("response_length", PromptSet.mean(PromptSet.lengths(rollout)));
-                double total = 0;
-                for (ChatTemplate.Example e : rollout) total += e.ids().length;
-                m.put("total_length", total / rollout.size());
+                m.put("response_length", lengthSum / rolloutCount);
+                m.put("total_length", totalSum / rolloutCount);
                 if (second != null) {
                     m.put("seq_reward", s.seqReward / ns);
                     m.put("token_reward", s.tokenReward / ns);
@@ -497,9 +518,10 @@ public final class DistillStage {
             return m;
         });
         if (fusedLinear != null) fusedLinear.close();
-        if (cfg.variant() == Variant.ALIGNDISTIL || cfg.variant() == Variant.CONTRAST) {
+        if ((cfg.variant() == Variant.ALIGNDISTIL || cfg.variant() == Variant.CONTRAST) && dist.isMain()) {
             // The regime check over the training rows (on-policy: the rollouts of this process; a resumed run
-            // measures those after the resumption only).
+            // measures those after the resumption only). Data parallel: rank 0 measures all the off-policy rows, or
+            // its own rollouts on-policy, and alone writes the file.
             Regime reg = new Regime(cfg, on, text.eos()).measure(dpo, second, Stage.loadFrozen(modelDir, o), on ? rollouts : examples, pos, text.pad(), 64);
             Map<String, Object> sm = reg.summary();
             HfCheckpoint.writeAtomically(out.resolve(REGIME_FILE), ai.aligndistil.io.Json.write(JsonLines.sanitize(sm)) + "\n");
@@ -513,6 +535,35 @@ public final class DistillStage {
     /** The regime figures of a run ({@link Regime#summary}), in its output folder. */
     public static final String REGIME_FILE = "regime.json";
 
+    /** Number of {@link Sums} fields {@link #pack} puts first. */
+    static final int PACKED = 12;
+
+    /** The step's sums, then {@code extra}, as one vector to all-reduce (every entry is a sum over sequences). */
+    static double[] pack(Sums s, double... extra) {
+        double[] v = new double[PACKED + extra.length];
+        double[] f = {s.loss, s.weight, s.reward, s.klTea, s.klSecond, s.tokenKlTea, s.tokenKlSecond, s.teacherReward, s.seqReward, s.tokenReward,
+                s.sequences, s.rows};
+        System.arraycopy(f, 0, v, 0, PACKED);
+        System.arraycopy(extra, 0, v, PACKED, extra.length);
+        return v;
+    }
+
+    /** Sets the sums of {@code s} from an all-reduced {@link #pack} vector. */
+    static void unpack(double[] v, Sums s) {
+        s.loss = v[0];
+        s.weight = v[1];
+        s.reward = v[2];
+        s.klTea = v[3];
+        s.klSecond = v[4];
+        s.tokenKlTea = v[5];
+        s.tokenKlSecond = v[6];
+        s.teacherReward = v[7];
+        s.seqReward = v[8];
+        s.tokenReward = v[9];
+        s.sequences = (long) v[10];
+        s.rows = (long) v[11];
+    }
+
     /** The first logged step's expected reward (so a resumed run keeps its reference), else {@code current}. */
     static double firstExpectedReward(Path out, double current) {
         try {
@@ -522,10 +573,5 @@ public final class DistillStage {
             // no usable log: this step is the first
         }
         return current;
-    }
-
-    /** The sampling seed of an on-policy step: a function of the run's seed and the step only, so resuming repeats it. */
-    static long rolloutSeed(long seed, long step) {
-        return seed * 0x9E3779B97F4A7C15L + step * 1_000_003L;
     }
 }

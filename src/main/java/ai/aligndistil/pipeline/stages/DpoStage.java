@@ -20,6 +20,7 @@ import ai.aligndistil.pipeline.config.Options;
 import ai.aligndistil.pipeline.data.DataFiles;
 import ai.aligndistil.pipeline.data.Seqs;
 import ai.aligndistil.pipeline.profiling.StepRanges;
+import ai.aligndistil.train.dist.DistGroup;
 
 /**
  * {@code dpo} and {@code dpo --reverse}: standard sigmoid DPO (spec 6.1) against a frozen reference (the
@@ -46,6 +47,11 @@ public final class DpoStage {
     }
 
     public static Path run(Options o, PrintStream err) throws IOException {
+        return run(o, err, DistGroup.single());
+    }
+
+    /** Runs as one rank of {@code dist}: this rank's shard of every global batch, gradients and metrics summed across ranks. */
+    public static Path run(Options o, PrintStream err, DistGroup dist) throws IOException {
         Path modelDir = o.path("model"), out = o.path("out");
         boolean reverse = o.bool("reverse");
         Stage.preflight(o, modelDir, 2L * o.integer("micro-batch"), 1, ai.aligndistil.model.MemoryPlan.Kind.LOGPROB, 0, err);
@@ -61,16 +67,17 @@ public final class DpoStage {
         CausalLM ref = Stage.loadFrozen(o.has("ref") ? o.path("ref") : modelDir, o);
         double beta = o.num("beta");
         int batch = o.integer("batch"), micro = o.integer("micro-batch");
+        Stage.requireDivisible(batch, dist.worldSize());
         int[] order = Stage.order(tp.size(), o.integer("epochs"), o.longValue("seed"));
-        TrainLoop loop = new TrainLoop(name, out, policy, modelDir, o, Stage.steps(tp.size(), o.integer("epochs"), batch), err);
+        TrainLoop loop = new TrainLoop(name, out, policy, modelDir, o, Stage.steps(tp.size(), o.integer("epochs"), batch), err).parallel(dist);
         if (o.integer("eval-every") > 0 && o.has("eval-prompts")) {
             BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
             PromptSet ps = PromptSet.load(o.path("eval-prompts"), text, o.integer("prompt-max-len"), task, true, err).first(o.integer("curve-prompts"));
-            loop.curve(PromptSet.curve(ps, task, ref, null, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), o.longValue("seed")));
+            loop.curve(PromptSet.curve(ps, task, ref, null, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), o.longValue("seed"), dist));
         }
         loop.run(step -> {
             double loss = 0, acc = 0, rc = 0, rr = 0;
-            for (int[] mb : Stage.microBatches(order, step, batch, micro)) {
+            for (int[] mb : Stage.shard(order, step, batch, micro, dist.rank(), dist.worldSize())) {
                 List<ChatTemplate.Example> seqs = new ArrayList<>();
                 for (int i : mb) seqs.add(tp.get(i).chosen());
                 for (int i : mb) seqs.add(tp.get(i).rejected());
@@ -101,12 +108,13 @@ public final class DpoStage {
                     if (c > r) acc += 1.0 / batch;
                 }
             }
+            double[] sum = dist.allReduceSum(new double[] {loss, acc, rc, rr}, "all-reduce of the metrics"); // each rank's part of the batch means
             Map<String, Object> m = new LinkedHashMap<>();
-            m.put("loss", loss);
-            m.put("acc", acc);
-            m.put("chosen_reward", rc);
-            m.put("rejected_reward", rr);
-            m.put("margin", rc - rr);
+            m.put("loss", sum[0]);
+            m.put("acc", sum[1]);
+            m.put("chosen_reward", sum[2]);
+            m.put("rejected_reward", sum[3]);
+            m.put("margin", sum[2] - sum[3]);
             return m;
         });
         return out;

@@ -11,6 +11,8 @@ import ai.aligndistil.model.ChatTemplate.Message;
 import ai.aligndistil.model.CausalLM;
 import ai.aligndistil.pipeline.task.BuiltinTask;
 import ai.aligndistil.pipeline.data.DataFiles;
+import ai.aligndistil.train.dist.DistGroup;
+import ai.aligndistil.train.dist.RankStreams;
 
 /**
  * Prompts ready for sampling: their ids (chat template with generation prompt, cut to the prompt length
@@ -115,5 +117,50 @@ public record PromptSet(List<long[]> ids, int[] lastWord) {
             m.put("length", mean(lengths(s)));
             return m;
         };
+    }
+
+    /**
+     * {@link #curve} sharded over the ranks of {@code dist}: each rank samples a contiguous slice of the prompts (rank 0
+     * with the single-process seed, the others with their own streams) and the sums behind every mean and spread are
+     * added across ranks, so every rank returns the same measurement.
+     */
+    public static TrainLoop.CurveFn curve(PromptSet prompts, BuiltinTask task, CausalLM init, CausalLM dpo, int maxNew, int minNew, long eos, long pad,
+                                          long seed, DistGroup dist) {
+        if (!dist.distributed()) return curve(prompts, task, init, dpo, maxNew, minNew, eos, pad, seed);
+        return (policy, step) -> {
+            int n = prompts.size(), w = dist.worldSize(), r0 = (int) ((long) n * dist.rank() / w), r1 = (int) ((long) n * (dist.rank() + 1) / w);
+            PromptSet mine = new PromptSet(prompts.ids().subList(r0, r1), java.util.Arrays.copyOfRange(prompts.lastWord(), r0, r1));
+            long rankSeed = dist.rank() == 0 ? seed : RankStreams.seed(seed, dist.rank(), 0);
+            List<ChatTemplate.Example> s = mine.size() == 0 ? List.of() : Sampler.sample(policy, mine.ids(), maxNew, minNew, 1.0, 1.0, rankSeed, eos, pad, 64);
+            double[] r = task != null ? mine.rewards(task, s) : new double[0];
+            double[] sums = {s.size(), sum(r), sumSq(r), init != null && !s.isEmpty() ? sum(Sampler.sequenceKl(policy, init, s, pad, 64)) : 0,
+                    dpo != null && !s.isEmpty() ? sum(Sampler.sequenceKl(policy, dpo, s, pad, 64)) : 0, sum(lengths(s)),
+                    task != null ? sum(perWord(r, s)) : 0};
+            sums = dist.allReduceSum(sums, "all-reduce of the curve");
+            double cnt = sums[0], mean = sums[1] / cnt;
+            java.util.Map<String, Object> m = new java.util.LinkedHashMap<>();
+            if (task != null) {
+                m.put("reward", mean);
+                m.put("reward_std", cnt < 2 ? 0 : Math.sqrt(Math.max(0, (sums[2] - cnt * mean * mean) / (cnt - 1))));
+                m.put("samples", (int) cnt);
+                m.put("reward_per_word", sums[6] / cnt);
+            }
+            if (init != null) m.put("kl_init", sums[3] / cnt);
+            if (dpo != null) m.put("kl_dpo", sums[4] / cnt);
+            m.put("length", sums[5] / cnt);
+            return m;
+        };
+    }
+
+    private static double sum(double[] v) {
+        double s = 0;
+        for (double d : v) s += d;
+        return s;
+    }
+
+    private static double sumSq(double[] v) {
+        double s = 0;
+        for (double d : v) s += d * d;
+        return s;
     }
 }

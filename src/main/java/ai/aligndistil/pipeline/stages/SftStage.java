@@ -18,6 +18,7 @@ import ai.aligndistil.pipeline.config.Options;
 import ai.aligndistil.pipeline.data.DataFiles;
 import ai.aligndistil.pipeline.data.Seqs;
 import ai.aligndistil.pipeline.profiling.StepRanges;
+import ai.aligndistil.train.dist.DistGroup;
 
 /**
  * {@code sft}: supervised fine-tuning on prompt/response data. The loss is the mean negative log-likelihood of
@@ -31,6 +32,11 @@ public final class SftStage {
 
     /** Runs the stage; returns the output folder (a model folder). */
     public static Path run(Options o, PrintStream err) throws IOException {
+        return run(o, err, DistGroup.single());
+    }
+
+    /** Runs as one rank of {@code dist}: this rank's shard of every global batch, gradients and metrics summed across ranks. */
+    public static Path run(Options o, PrintStream err, DistGroup dist) throws IOException {
         Path modelDir = o.path("model"), out = o.path("out");
         Stage.preflight(o, modelDir, o.integer("micro-batch"), 0, ai.aligndistil.model.MemoryPlan.Kind.LOGPROB, 0, err);
         Stage.Text text = Stage.Text.of(modelDir, o);
@@ -40,19 +46,19 @@ public final class SftStage {
         Stage.report(err, "sft", o.str("data"), data, counts);
         CausalLM policy = Stage.load(modelDir, o);
         int batch = o.integer("batch"), micro = o.integer("micro-batch");
+        Stage.requireDivisible(batch, dist.worldSize());
         int[] order = Stage.order(ex.size(), o.integer("epochs"), o.longValue("seed"));
-        TrainLoop loop = new TrainLoop("sft", out, policy, modelDir, o, Stage.steps(ex.size(), o.integer("epochs"), batch), err);
+        TrainLoop loop = new TrainLoop("sft", out, policy, modelDir, o, Stage.steps(ex.size(), o.integer("epochs"), batch), err).parallel(dist);
         if (o.integer("eval-every") > 0 && o.has("eval-prompts")) {
             BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
             PromptSet ps = PromptSet.load(o.path("eval-prompts"), text, o.integer("prompt-max-len"), task, true, err).first(o.integer("curve-prompts"));
-            loop.curve(PromptSet.curve(ps, task, null, null, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), o.longValue("seed")));
+            loop.curve(PromptSet.curve(ps, task, null, null, o.integer("generate-max-len"), o.integer("min-new-tokens"), text.eos(), text.pad(), o.longValue("seed"), dist));
         }
         loop.run(step -> {
-            List<int[]> micros = Stage.microBatches(order, step, batch, micro);
-            long tokens = 0;
-            for (int[] mb : micros) for (int i : mb) tokens += ex.get(i).ids().length - ex.get(i).promptLength();
+            long tokens = 0; // response tokens of the whole global batch: the divisor of every rank's loss
+            for (int[] mb : Stage.microBatches(order, step, batch, micro)) for (int i : mb) tokens += ex.get(i).ids().length - ex.get(i).promptLength();
             double loss = 0;
-            for (int[] mb : micros) {
+            for (int[] mb : Stage.shard(order, step, batch, micro, dist.rank(), dist.worldSize())) {
                 List<ChatTemplate.Example> part = new ArrayList<>();
                 for (int i : mb) part.add(ex.get(i));
                 Seqs.Packed p = Seqs.pack(part, text.pad());
@@ -69,7 +75,7 @@ public final class SftStage {
                 loss += l.item_double();
             }
             Map<String, Object> m = new LinkedHashMap<>();
-            m.put("loss", loss);
+            m.put("loss", dist.allReduceSum(new double[] {loss}, "all-reduce of the metrics")[0]);
             m.put("tokens", tokens);
             return m;
         });

@@ -66,7 +66,38 @@ public final class Stage {
                 .value("profile-steps", null, "bracket optimiser steps N to M (from 1, inclusive) with cudaProfilerStart/Stop (docs/profiling.md); unset: none")
                 .value("device", "auto", "where the models run: auto (CUDA when it answers, else the CPU; logged), cpu, cuda or cuda:N")
                 .flag("grad-checkpointing", false, "activation checkpointing per decoder layer: keep only each layer's input, recompute the layer during the backward")
-                .value("min-new-tokens", 1, "EOS is impossible for the first N sampled tokens of a response (on-policy rollouts and curves; the official vLLM sampler's min_tokens = 1), tokens");
+                .value("min-new-tokens", 1, "EOS is impossible for the first N sampled tokens of a response (on-policy rollouts and curves; the official vLLM sampler's min_tokens = 1), tokens")
+                .value("nproc-per-node", 1, "worker processes to start on this machine, one rank each (data parallel; --batch stays the global batch and must be divisible by it); ignored when torchrun's WORLD_SIZE/RANK/LOCAL_RANK/MASTER_ADDR/MASTER_PORT are set, which join that job instead")
+                .value("dist-timeout", 300, "bound on the rendezvous and on every collective of a data-parallel run, seconds; a rank gone makes the others stop within it")
+                .value("dist-bucket-mb", 25, "size cap of one gradient all-reduce bucket, MiB")
+                .value("dist-sync", "auto", "gradient synchronisation of a data-parallel run: reducer (libtorch's DDP Reducer, all-reduce overlapping backward; needs one micro-batch per rank and no --fused-linear), bucketed (bucketed all-reduce after the last backward; serves every case), auto (reducer where it serves, else bucketed)");
+    }
+
+
+    /**
+     * This rank's micro-batches of optimiser step {@code step}: the {@code batch / world} consecutive sequences of the
+     * global batch that start at {@code rank * batch / world}, cut into micro-batches of {@code micro}. Rank shards are
+     * disjoint and together are the global batch, in order. {@code world} must divide {@code batch}.
+     */
+    public static List<int[]> shard(int[] order, long step, int batch, int micro, int rank, int world) {
+        requireDivisible(batch, world);
+        int per = batch / world;
+        List<int[]> out = new ArrayList<>();
+        long base = step * batch + (long) rank * per;
+        for (int s = 0; s < per; s += micro) {
+            int n = Math.min(micro, per - s);
+            int[] idx = new int[n];
+            System.arraycopy(order, (int) (base + s), idx, 0, n);
+            out.add(idx);
+        }
+        return out;
+    }
+
+    /** A usage error unless the global batch splits evenly over the ranks. */
+    public static void requireDivisible(int batch, int world) {
+        if (world < 1) throw PipelineException.usage("--nproc-per-node must be at least 1, got " + world);
+        if (batch % world != 0)
+            throw PipelineException.usage("--batch " + batch + " is not divisible by the world size " + world + " (--batch is the global batch, split evenly over the ranks)");
     }
 
     /**

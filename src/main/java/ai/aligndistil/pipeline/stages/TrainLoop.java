@@ -17,7 +17,12 @@ import ai.aligndistil.train.AdamW;
 import ai.aligndistil.train.GradClip;
 import ai.aligndistil.train.LrSchedule;
 import ai.aligndistil.train.TrainCheckpoint;
+import ai.aligndistil.train.dist.DistGroup;
+import ai.aligndistil.train.dist.GradSync;
+import ai.aligndistil.train.dist.ReducerSync;
+import ai.aligndistil.train.dist.WeightChecksum;
 import ai.aligndistil.pipeline.config.Options;
+import ai.aligndistil.pipeline.config.PipelineException;
 import ai.aligndistil.pipeline.data.JsonLines;
 import ai.aligndistil.pipeline.profiling.ProfileWindow;
 import ai.aligndistil.pipeline.profiling.StepRanges;
@@ -35,6 +40,12 @@ import ai.aligndistil.pipeline.profiling.StepRanges;
  * {@code /optimizer_step}, {@code /checkpoint}, {@code /eval}; the stages add the forward, loss and backward
  * ranges), and {@code --profile-step N} / {@code --profile-steps N:M} bracket those steps with
  * cudaProfilerStart/Stop ({@link ProfileWindow}).
+ *
+ * <p>Data parallel ({@link #parallel}): every rank runs this loop on its shard of each global batch; after the
+ * step's backward passes the gradients are summed across ranks ({@link GradSync}), so clipping and AdamW see the
+ * global gradient and every rank takes the same step. At the start the ranks check that they were given the same
+ * options and hold the same weights; metrics, curves, checkpoints and the final model are written by rank 0 only,
+ * after a barrier. {@code comm_s} in the metrics is the step's time in collectives.
  */
 public final class TrainLoop {
     /** One optimiser step's forward/backward passes; returns the step's metrics. */
@@ -57,6 +68,7 @@ public final class TrainLoop {
     private final long total;
     private final PrintStream err;
     private CurveFn curve;
+    private DistGroup dist = DistGroup.single();
 
     public TrainLoop(String stage, Path out, CausalLM policy, Path tokenizerDir, Options o, long totalSteps, PrintStream err) {
         if (totalSteps <= 0) throw new IllegalArgumentException(stage + ": no optimiser step to take (the data is smaller than one batch of --batch sequences)");
@@ -76,6 +88,12 @@ public final class TrainLoop {
 
     public long totalSteps() { return total; }
 
+    /** Runs data-parallel in {@code g} (the stage shards its batches by {@code g}'s rank). */
+    public TrainLoop parallel(DistGroup g) {
+        this.dist = g;
+        return this;
+    }
+
     /** Runs to the end (or to {@code max-steps}); returns the number of optimiser steps completed. */
     public long run(StepFn fn) throws IOException {
         Files.createDirectories(out);
@@ -85,18 +103,38 @@ public final class TrainLoop {
         JsonLines curveLog = new JsonLines(out.resolve("curve.jsonl"));
         Path ckpt = out.resolve(CHECKPOINT);
         long step = 0;
+        boolean main = dist.isMain();
         if (Files.exists(ckpt) && o.bool("resume")) {
             TrainCheckpoint.State st = TrainCheckpoint.load(ckpt, policy.namedParameters(), opt);
             step = st.step();
             if (!stage.equals(st.extra().get("stage")))
                 throw new IOException(ckpt + ": a checkpoint of stage '" + st.extra().get("stage") + "', not " + stage);
-            metrics.truncateAfter(step);
-            curveLog.truncateAfter(step);
-            err.println(stage + ": resuming from " + ckpt + " at step " + step + "/" + total);
-        } else {
+            if (main) {
+                metrics.truncateAfter(step);
+                curveLog.truncateAfter(step);
+                err.println(stage + ": resuming from " + ckpt + " at step " + step + "/" + total);
+            }
+        } else if (main) {
             Files.deleteIfExists(metrics.file());
             Files.deleteIfExists(curveLog.file());
-            if (curve != null) curveLog.append(withStep(curve.measure(policy, 0), 0));
+        }
+        GradSync sync = null;
+        ReducerSync reducer = null;
+        if (dist.distributed()) {
+            Map<String, String> shared = new java.util.TreeMap<>(o.asMap());
+            shared.remove("device"); // per rank under NCCL (cuda:LOCAL_RANK); everything else must agree
+            dist.requireSame("options", WeightChecksum.ofOptions(shared));
+            dist.requireSame("weights at step " + step, WeightChecksum.of(policy.namedParameters()));
+            long cap = (long) (o.num("dist-bucket-mb") * (1 << 20));
+            if (useReducer(o, dist.worldSize())) reducer = new ReducerSync(dist, policy.namedParameters().values(), cap);
+            else sync = new GradSync(dist, policy.namedParameters().values(), cap);
+            if (main) err.println(stage + ": data parallel over " + dist.worldSize() + " ranks (" + dist.kind() + "), gradients through "
+                    + (reducer != null ? "libtorch's DDP Reducer" : sync.buckets() + " bucket(s) all-reduced after backward")
+                    + "; same options and weights on every rank");
+        }
+        if (step == 0 && curve != null) {
+            Map<String, Object> c = curve.measure(policy, 0);
+            if (main) curveLog.append(withStep(c, 0));
         }
         long stopAt = Math.min(total, o.longValue("max-steps") > 0 ? o.longValue("max-steps") : total);
         int evalEvery = o.integer("eval-every"), saveSteps = o.integer("save-steps");
@@ -107,7 +145,7 @@ public final class TrainLoop {
             err.println(stage + ": --profile-step" + (prof.first() == prof.last() ? "" : "s") + ": " + prof + " is outside the steps this run takes ("
                     + (step + 1) + ".." + stopAt + "); nothing will be profiled");
         boolean profiling = false;
-        Progress bar = new Progress(stage, step, total, err, o.bool("quiet"));
+        Progress bar = new Progress(stage, step, total, err, o.bool("quiet") || !main);
         long t0 = System.nanoTime();
         while (step < stopAt) {
             double lr = sched.lr(step);
@@ -118,9 +156,19 @@ public final class TrainLoop {
                 if (profiling) err.println(stage + ": profiling " + prof + " (cudaProfilerStart at step " + (step + 1) + ")"
                         + (Nvtx.toolLikelyAttached() ? "" : "; no Nsight tool seems attached (no CUDA_INJECTION64_PATH), so nothing is recorded"));
             }
+            double comm0 = dist.commSeconds();
             try (PointerScope s = new PointerScope(); Nvtx.Range _ = nv.step.open()) {
                 policy.zeroGrad();
-                m.putAll(fn.step(step));
+                if (reducer != null) {
+                    reducer.prepare(); // the step's one backward all-reduces its buckets as they are ready
+                    try {
+                        m.putAll(fn.step(step));
+                    } catch (RuntimeException e) {
+                        throw dist.collectiveFailure("backward with the Reducer's gradient all-reduce", e);
+                    }
+                    reducer.finish();
+                } else m.putAll(fn.step(step));
+                if (sync != null) sync.allReduce();
                 double norm;
                 try (Nvtx.Range _ = nv.clip.open()) {
                     norm = GradClip.clip(policy.namedParameters().values(), maxNorm);
@@ -140,11 +188,13 @@ public final class TrainLoop {
             m.put("lr", lr);
             m.putAll(Devices.peakMemory(policy.device())); // this step's peak: CUDA allocator (allocated, reserved) or peak RSS
             step++;
+            if (dist.distributed()) m.put("comm_s", dist.commSeconds() - comm0);
             m.put("elapsed_s", (System.nanoTime() - t0) / 1e9);
-            metrics.append(m);
+            if (main) metrics.append(m);
             if (curve != null && evalEvery > 0 && (step % evalEvery == 0 || step == total)) {
                 try (Nvtx.Range _ = nv.eval.open()) {
-                    curveLog.append(withStep(curve.measure(policy, step), step));
+                    Map<String, Object> c = curve.measure(policy, step);
+                    if (main) curveLog.append(withStep(c, step));
                 }
             }
             if (saveSteps > 0 && step % saveSteps == 0 && step < total) {
@@ -158,17 +208,42 @@ public final class TrainLoop {
         if (profiling) Nvtx.profilerStop(); // the window ran past the last step this run takes
         if (step < total) {
             checkpoint(ckpt, opt, step);
-            err.println(stage + ": stopped at step " + step + "/" + total + " (--max-steps); resume by running the same command again");
+            if (main) err.println(stage + ": stopped at step " + step + "/" + total + " (--max-steps); resume by running the same command again");
             return step;
         }
-        HfCheckpoint.save(policy, out);
-        copyTokenizer(tokenizerDir, out);
-        Files.deleteIfExists(ckpt);
+        dist.barrier("the last step");
+        if (main) {
+            HfCheckpoint.save(policy, out);
+            copyTokenizer(tokenizerDir, out);
+            Files.deleteIfExists(ckpt);
+        }
+        dist.barrier("the saved model");
         return step;
     }
 
+    /**
+     * Whether {@code --dist-sync} asks for (reducer) or allows (auto) libtorch's Reducer: it serves a step whose rank runs
+     * one backward through autograd alone, i.e. one micro-batch per rank ({@code batch / world <= micro-batch}) and no
+     * {@code --fused-linear} (which adds the head's gradient after backward, when the Reducer's hooks have fired).
+     */
+    static boolean useReducer(Options o, int world) {
+        String mode = o.require("dist-sync");
+        boolean serves = o.integer("batch") / world <= o.integer("micro-batch") && !(o.keys().contains("fused-linear") && o.bool("fused-linear"));
+        return switch (mode) {
+            case "bucketed" -> false;
+            case "auto" -> serves;
+            case "reducer" -> {
+                if (!serves) throw PipelineException.usage("--dist-sync reducer needs one micro-batch per rank (--micro-batch >= --batch / world size = "
+                        + o.integer("batch") / world + ") and no --fused-linear; use --dist-sync bucketed or auto");
+                yield true;
+            }
+            default -> throw PipelineException.usage("--dist-sync must be auto, reducer or bucketed, got '" + mode + "'");
+        };
+    }
+
     private void checkpoint(Path ckpt, AdamW opt, long step) throws IOException {
-        TrainCheckpoint.save(ckpt, policy.namedParameters(), opt, new TrainCheckpoint.State(step, step, 0, Map.of("stage", stage)));
+        dist.barrier("checkpoint at step " + step); // every rank finished the step: the checkpoint is of a step all took
+        if (dist.isMain()) TrainCheckpoint.save(ckpt, policy.namedParameters(), opt, new TrainCheckpoint.State(step, step, 0, Map.of("stage", stage)));
     }
 
     private static Map<String, Object> withStep(Map<String, Object> m, long step) {
