@@ -80,7 +80,7 @@ public final class Main {
         } catch (ai.aligndistil.pipeline.config.PipelineException e) {
             err.println("aligndistil " + e.getMessage());
             if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);
-            return e.usage() ? CliException.USAGE : CliException.FAILURE;
+            return e.exitCode();
         } catch (RuntimeException | OutOfMemoryError e) {
             err.println("aligndistil " + cmd + ": " + e.getClass().getSimpleName() + ": " + e.getMessage());
             if (Boolean.getBoolean("aligndistil.debug")) e.printStackTrace(err);

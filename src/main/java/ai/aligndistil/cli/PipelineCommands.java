@@ -74,7 +74,7 @@ public final class PipelineCommands {
             }
             return 0;
         } catch (PipelineException e) {
-            throw new CliException(e.usage() ? CliException.USAGE : CliException.FAILURE, e.getMessage());
+            throw new CliException(e.exitCode(), e.getMessage());
         } catch (IOException e) {
             throw CliException.failure(cmd + ": " + e.getMessage());
         } catch (UncheckedIOException e) {
