@@ -40,7 +40,8 @@ public final class Stage {
                 .value("task", null).value("eval-prompts", null).value("eval-every", 0).value("curve-prompts", 64)
                 .value("generate-max-len", 1024).value("prompt-max-len", 1024)
                 .flag("skip-bad-lines", false).flag("resume", true).flag("quiet", false)
-                .value("profile-step", null).value("profile-steps", null);
+                .value("profile-step", null).value("profile-steps", null)
+                .value("keep-checkpoints", 2, "checkpoints kept in the output folder (the newest N, checkpoint-STEP.safetensors); --resume falls back to an older one when the newest is unreadable");
     }
 
     /** Tokenizer, chat template and special ids of a model folder. */
