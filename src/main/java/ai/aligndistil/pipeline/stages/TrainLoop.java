@@ -138,7 +138,11 @@ public final class TrainLoop {
         } else {
             Files.deleteIfExists(metrics.file());
             Files.deleteIfExists(curveLog.file());
-            if (curve != null) curveLog.append(withStep(curve.measure(policy, 0), 0));
+            if (curve != null) {
+                try (PointerScope _ = new PointerScope()) {
+                    curveLog.append(withStep(curve.measure(policy, 0), 0));
+                }
+            }
         }
         long stopAt = Math.min(total, o.longValue("max-steps") > 0 ? o.longValue("max-steps") : total);
         int evalEvery = o.integer("eval-every"), saveSteps = o.integer("save-steps");
@@ -187,7 +191,7 @@ public final class TrainLoop {
             if (rss > 0) m.put("rss_mb", Math.round(rss / 1048576.0 * 10) / 10.0);
             metrics.append(m);
             if (curve != null && evalEvery > 0 && (step % evalEvery == 0 || step == total)) {
-                try (Nvtx.Range _ = nv.eval.open()) {
+                try (PointerScope _ = new PointerScope(); Nvtx.Range _ = nv.eval.open()) { // tensors freed here, not at the next GC
                     curveLog.append(withStep(curve.measure(policy, step), step));
                 }
             }
