@@ -9,6 +9,7 @@
 #   benchmarks/soak.sh                         1,000 off-policy + 200 on-policy steps (~20 min on the 2-core VM)
 #   benchmarks/soak.sh --off 100 --on 40 --every 10    a short run
 #   options: --no-build (use target/ as it is), --keep (keep the run folder under target/bench-runs)
+#   environment: SOAK_JAVA_OPTS (extra JVM flags, e.g. -XX:TrimNativeHeapInterval=5000; recorded in the result)
 #
 # The JVMs run with a fixed heap (-Xms = -Xmx = 512m, pre-touched), so RSS after warm-up moves only with native
 # memory (libtorch tensors, our kernels' buffers) and the JVM's own non-heap: a leak there is what this looks for.
@@ -35,7 +36,7 @@ bench_names
 run="$RUNS/soak-$$"
 rm -rf "$run"
 mkdir -p "$run"
-JVM_OPTS="--enable-native-access=ALL-UNNAMED -XX:+UseParallelGC -Xms512m -Xmx512m -XX:+AlwaysPreTouch -Djava.awt.headless=true"
+JVM_OPTS="--enable-native-access=ALL-UNNAMED -XX:+UseParallelGC -Xms512m -Xmx512m -XX:+AlwaysPreTouch -Djava.awt.headless=true ${SOAK_JAVA_OPTS:-}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 ad() {
   # shellcheck disable=SC2086
@@ -59,7 +60,7 @@ ad distill "${distill[@]}" --mode off-policy --epochs "$epochs_off" --max-steps 
 echo "soak: on-policy, $ON steps" >&2
 ad distill "${distill[@]}" --mode on-policy --data "$task/train_prefs.jsonl" --epochs "$epochs_on" --max-steps "$ON" --out "$run/on" >/dev/null
 
-base="$RESULTS/soak-$DATE-$CPU_SLUG-$COMMIT"
+base="$RESULTS/soak-$DATE-$CPU_SLUG-$COMMIT${SOAK_TAG:+-$SOAK_TAG}"
 [[ "$OFF" == 1000 && "$ON" == 200 && "$EVERY" == 50 ]] || base="$RESULTS/soak-short-$DATE-$CPU_SLUG-$COMMIT"
 set +e
 "$JAVA" -Djava.awt.headless=true -cp "$CP" ai.aligndistil.bench.Soak report --out "$base.json" --every "$EVERY" --bound-pct 2 \
