@@ -10,7 +10,7 @@ if [[ $# -eq 0 ]]; then
   shopt -s nullglob
   set -- "$RESULTS"/*.json
   files=()
-  for f in "$@"; do [[ "$f" == *.meta.json ]] || files+=("$f"); done
+  for f in "$@"; do [[ "$f" == *.meta.json || "$(basename "$f")" == soak-* ]] || files+=("$f"); done  # soak files: bench.Soak renders them
   set -- "${files[@]}"
 fi
 [[ $# -gt 0 ]] || { echo "render: no result files" >&2; exit 1; }

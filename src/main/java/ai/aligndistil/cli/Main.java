@@ -138,7 +138,7 @@ public final class Main implements Callable<Integer> {
                 return USAGE;
             }
             err.println("aligndistil " + firstLine(pe.getMessage()));
-            return FAILURE;
+            return pe.exitCode(); // 1, or 128 + the signal for a stop on request
         }
         err.println(c.getCommandSpec().qualifiedName(" ") + ": " + e.getClass().getSimpleName() + ": " + firstLine(e.getMessage()));
         return FAILURE;

@@ -44,8 +44,32 @@ public final class AtomicFiles {
             fsyncDirectory(dir);
             done = true;
         } finally {
-            if (!done) Files.deleteIfExists(tmp);
+            if (!done) {
+                try {
+                    Files.deleteIfExists(tmp);
+                } catch (IOException e) {
+                    // the write's own error is the one to report; a temporary file that cannot be removed stays hidden (dot name)
+                }
+            }
         }
+    }
+
+    /**
+     * The operating system's words for a failed file operation ("No space left on device", "File too large",
+     * "Permission denied"), without the path that {@link java.nio.file.FileSystemException} puts in its message.
+     */
+    public static String osError(IOException e) {
+        if (e instanceof java.nio.file.FileSystemException f) {
+            if (f.getReason() != null) return f.getReason();
+            return switch (f) {
+                case java.nio.file.AccessDeniedException a -> "Permission denied";
+                case java.nio.file.NoSuchFileException n -> "No such file or directory";
+                case java.nio.file.FileAlreadyExistsException x -> "File exists";
+                case java.nio.file.NotDirectoryException x -> "Not a directory";
+                default -> f.getClass().getSimpleName();
+            };
+        }
+        return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
     }
 
     public static void writeString(Path target, String text) throws IOException {

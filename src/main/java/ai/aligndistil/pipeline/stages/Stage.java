@@ -70,7 +70,8 @@ public final class Stage {
                 .value("nproc-per-node", 1, "worker processes to start on this machine, one rank each (data parallel; --batch stays the global batch and must be divisible by it); ignored when torchrun's WORLD_SIZE/RANK/LOCAL_RANK/MASTER_ADDR/MASTER_PORT are set, which join that job instead")
                 .value("dist-timeout", 300, "bound on the rendezvous and on every collective of a data-parallel run, seconds; a rank gone makes the others stop within it")
                 .value("dist-bucket-mb", 25, "size cap of one gradient all-reduce bucket, MiB")
-                .value("dist-sync", "auto", "gradient synchronisation of a data-parallel run: reducer (libtorch's DDP Reducer, all-reduce overlapping backward; needs one micro-batch per rank and no --fused-linear), bucketed (bucketed all-reduce after the last backward; serves every case), auto (reducer where it serves, else bucketed)");
+                .value("dist-sync", "auto", "gradient synchronisation of a data-parallel run: reducer (libtorch's DDP Reducer, all-reduce overlapping backward; needs one micro-batch per rank and no --fused-linear), bucketed (bucketed all-reduce after the last backward; serves every case), auto (reducer where it serves, else bucketed)")
+                .value("keep-checkpoints", 2, "checkpoints kept in the output folder (the newest N, checkpoint-STEP.safetensors); --resume falls back to an older one when the newest is unreadable");
     }
 
 
