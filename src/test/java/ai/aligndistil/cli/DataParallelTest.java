@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -170,13 +171,15 @@ class DataParallelTest {
     void aWorkerKilledMidRunStopsTheCommandAndTheSameCommandResumes() throws Exception {
         String[] cmd = args("distill", "killed", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "3", "--dist-timeout", "60");
         ok(main(args("distill", "whole", "--nproc-per-node", "2", "--save-steps", "2", "--epochs", "3", "--dist-timeout", "60")));
-        Path out = tmp.resolve("killed"), ckpt = out.resolve("checkpoint.safetensors");
+        Path out = tmp.resolve("killed");
         CompletableFuture<Run> job = CompletableFuture.supplyAsync(() -> main(cmd));
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
-        while (!Files.exists(ckpt) && !job.isDone() && System.nanoTime() < deadline) Thread.sleep(10);
-        assertTrue(Files.exists(ckpt), "a checkpoint appeared before the run ended");
-        ProcessHandle rank1 = ProcessHandle.current().children()
-                .filter(p -> p.info().arguments().map(a -> List.of(a).contains("-Daligndistil.dist.rank=1")).orElse(false)).findFirst().orElseThrow();
+        while (newestCheckpoint(out) == null && !job.isDone() && System.nanoTime() < deadline) Thread.sleep(10);
+        Path ckpt = newestCheckpoint(out);
+        assertTrue(ckpt != null, "a checkpoint appeared before the run ended");
+        ProcessHandle rank1 = ProcessHandle.current().children().filter(p -> commandLine(p).contains("-Daligndistil.dist.rank=1")).findFirst()
+                .orElseThrow(() -> new AssertionError("no worker of rank 1 among " + ProcessHandle.current().children().map(DataParallelTest::commandLine).toList()
+                        + (job.isDone() ? "; the run had already ended: " + job.join().err() : "")));
         long killedAt = System.nanoTime();
         assertTrue(rank1.destroyForcibly(), "SIGKILL sent to rank 1");
         Run r = job.get(180, TimeUnit.SECONDS);
@@ -193,6 +196,23 @@ class DataParallelTest {
         assertTrue(resumed.err().contains("resuming from"), resumed.err());
         assertArrayEquals(Files.readAllBytes(tmp.resolve("whole/model.safetensors")), Files.readAllBytes(out.resolve("model.safetensors")),
                 "the resumed run ends on the uninterrupted run's weights");
+    }
+
+    /** The newest checkpoint-STEP.safetensors of a run folder, or null. */
+    static Path newestCheckpoint(Path out) throws IOException {
+        if (!Files.isDirectory(out)) return null;
+        try (var s = Files.list(out)) {
+            return s.filter(p -> p.getFileName().toString().matches("checkpoint-\\d+\\.safetensors")).max(java.util.Comparator.naturalOrder()).orElse(null);
+        }
+    }
+
+    /** A process's command line: /proc/PID/cmdline (whole, however long the class path), else what the JDK reports. */
+    static String commandLine(ProcessHandle p) {
+        try {
+            return new String(Files.readAllBytes(Path.of("/proc", Long.toString(p.pid()), "cmdline")), StandardCharsets.UTF_8).replace('\0', ' ');
+        } catch (IOException | RuntimeException e) {
+            return p.info().commandLine().orElse("");
+        }
     }
 
     @Test

@@ -138,10 +138,12 @@ public final class EvalStage {
     private static Map<String, Object> runSharded(Options o, PrintStream err, DistGroup dist) throws IOException {
         Map<String, Path> models = models(o.require("models"));
         Path first = o.has("init") ? o.path("init") : models.values().iterator().next();
-        Options so = Stage.common("eval").defaults().with("system-prompt", o.str("system-prompt")).with("eos", o.str("eos")).with("dtype", o.str("dtype"));
+        Options so = Stage.common("eval").defaults().with("system-prompt", o.str("system-prompt")).with("eos", o.str("eos")).with("dtype", o.str("dtype"))
+                .with("device", o.str("device"));
+        Stage.device(so); // a device that cannot be used stops here, before any model is loaded or file written
         Stage.Text text = Stage.Text.of(first, so);
         BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
-        int k = o.integer("samples"), maxNew = o.integer("generate-max-len");
+        int k = o.integer("samples"), maxNew = o.integer("generate-max-len"), minNew = o.integer("min-new-tokens");
         long seed = o.longValue("seed"), rankSeed = dist.rank() == 0 ? seed : RankStreams.seed(seed, dist.rank(), 0);
         Map<String, Object> result = new LinkedHashMap<>();
         Map<String, Object> per = new LinkedHashMap<>();
@@ -154,22 +156,26 @@ public final class EvalStage {
             PromptSet ps = new PromptSet(all.ids().subList(range[0], range[1]), java.util.Arrays.copyOfRange(all.lastWord(), range[0], range[1]));
             double[] initRewards = null;
             if (init != null && task != null && ps.size() > 0)
-                initRewards = ps.rewards(task, Sampler.sample(init, ps.ids(), maxNew, 1.0, 1.0, rankSeed, text.eos(), text.pad(), 64));
+                initRewards = ps.rewards(task, Sampler.sample(init, ps.ids(), maxNew, minNew, 1.0, 1.0, rankSeed, text.eos(), text.pad(), 64));
             for (var e : models.entrySet()) {
                 long t0 = System.nanoTime();
                 CausalLM m = Stage.loadFrozen(e.getValue(), so);
-                List<ChatTemplate.Example> s = ps.size() == 0 ? List.of() : Sampler.sample(m, ps.ids(), maxNew, 1.0, 1.0, rankSeed, text.eos(), text.pad(), 64);
+                List<ChatTemplate.Example> s = ps.size() == 0 ? List.of() : Sampler.sample(m, ps.ids(), maxNew, minNew, 1.0, 1.0, rankSeed, text.eos(), text.pad(), 64);
                 double[] rw = task != null ? ps.rewards(task, s) : new double[0];
                 double win = 0;
                 if (initRewards != null) for (int i = 0; i < rw.length; i++) win += rw[i] > initRewards[i] ? 1 : rw[i] == initRewards[i] ? 0.5 : 0;
                 double[] sums = {s.size(), sum(rw), sumSq(rw), win, init != null && !s.isEmpty() ? sum(Sampler.sequenceKl(m, init, s, text.pad(), 64)) : 0,
-                        dpo != null && !s.isEmpty() ? sum(Sampler.sequenceKl(m, dpo, s, text.pad(), 64)) : 0, sum(PromptSet.lengths(s))};
+                        dpo != null && !s.isEmpty() ? sum(Sampler.sequenceKl(m, dpo, s, text.pad(), 64)) : 0, sum(PromptSet.lengths(s)),
+                        task != null ? sum(PromptSet.perWord(rw, s)) : 0};
                 sums = dist.allReduceSum(sums, "all-reduce of the evaluation of " + e.getKey());
                 double n = sums[0], mean = sums[1] / n;
                 Map<String, Object> r = new LinkedHashMap<>();
                 if (task != null) {
                     r.put("reward", mean);
-                    r.put("reward_std", n < 2 ? 0 : Math.sqrt(Math.max(0, (sums[2] - n * mean * mean) / (n - 1))));
+                    double sd = n < 2 ? 0 : Math.sqrt(Math.max(0, (sums[2] - n * mean * mean) / (n - 1)));
+                    r.put("reward_std", sd);
+                    r.put("reward_sample_se", sd / Math.sqrt(n));
+                    r.put("reward_per_word", sums[7] / n);
                     if (init != null) r.put("win_rate", sums[3] / n);
                 }
                 if (init != null) r.put("kl_init", sums[4] / n);

@@ -98,7 +98,7 @@ public final class Stage {
     public static void requireDivisible(int batch, int world) {
         if (world < 1) throw PipelineException.usage("--nproc-per-node must be at least 1, got " + world);
         if (batch % world != 0)
-            throw PipelineException.usage("--batch " + batch + " is not divisible by the world size " + world + " (--batch is the global batch, split evenly over the ranks)");
+            throw PipelineException.refused("--batch " + batch + " is not divisible by the world size " + world + " (--batch is the global batch, split evenly over the ranks)");
     }
 
     /**
