@@ -14,6 +14,7 @@
  *                 clamped below at -150, so x <= -150, -inf and NaN all give exactly +0. Results below 2^-126
  *                 are flushed to 0 on the avx2 / portable paths (gradual underflow on avx512).
  *   vsel_out(m,a) AD_W_OUT where m (columns outside the vocabulary), a elsewhere
+ *   vsel_lt(x,t,a,b)  a where x < t, b elsewhere (also where x is NaN: ordered compare)
  *   vmax(a, c)    x86 MAXPS semantics on every path: a NaN first operand returns c (the kernel relies on it).
  *   vload(dt,..)  loads VW logits of dtype dt and widens them to f32 (bf16: shift; f16: F16C / scalar)
  *   vstore(dt,..) narrows with round-to-nearest-even (grad values are finite; NaN is not special-cased in
@@ -114,6 +115,7 @@ AD_INL float vhmax(VF a) { return _mm512_reduce_max_ps(a); }
 AD_INL int vany_nan(VF a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) != 0; }
 AD_INL VM vis_ninf(VF a) { return _mm512_cmp_ps_mask(a, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ); }
 AD_INL VF vsel_out(VM m, VF a) { return _mm512_mask_mov_ps(a, m, _mm512_set1_ps(AD_W_OUT)); }
+AD_INL VF vsel_lt(VF x, VF t, VF a, VF b) { return _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(x, t, _CMP_LT_OQ), a); }
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     const VF inf = _mm512_set1_ps(INFINITY), ninf = _mm512_set1_ps(-INFINITY);
@@ -211,6 +213,7 @@ AD_INL float vhmax(VF a)
 AD_INL int vany_nan(VF a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)) != 0; }
 AD_INL VM vis_ninf(VF a) { return _mm256_cmp_ps(a, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ); }
 AD_INL VF vsel_out(VM m, VF a) { return _mm256_blendv_ps(a, _mm256_set1_ps(AD_W_OUT), m); }
+AD_INL VF vsel_lt(VF x, VF t, VF a, VF b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, t, _CMP_LT_OQ)); }
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     const VF inf = _mm256_set1_ps(INFINITY), ninf = _mm256_set1_ps(-INFINITY);
@@ -328,6 +331,7 @@ AD_INL int vany_nan(VF a)
 }
 AD_INL VM vis_ninf(VF a) { return a == vset(-INFINITY); }
 AD_INL VF vsel_out(VM m, VF a) { return vsel(m, a, vset(AD_W_OUT)); }
+AD_INL VF vsel_lt(VF x, VF t, VF a, VF b) { return vsel(x < t, b, a); }   /* NaN x: b */
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     unsigned bits = 0;
