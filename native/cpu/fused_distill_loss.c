@@ -33,7 +33,7 @@ static int g_isa_auto = -1;       /* what "auto" picks */
 
 /* "auto" picks the AVX-512 path where the CPU has AVX-512 F/BW/DQ/VL (verified by the self-test and the Java suite on
  * an AVX-512 machine, Intel Xeon family 6 model 207, issue 15). AD_CPU_ISA=avx2|portable (or ad_cpu_force_isa) still
- * forces another path; building with -DAD_CPU_AVX512_AUTO=OFF (CMake) makes "auto" stop at AVX2. */
+ * forces another path; building with -DAD_CPU_AUTO_STOP_AT_AVX2=ON (CMake) makes "auto" stop at AVX2. */
 #ifndef AD_CPU_AVX512_AUTO
 #define AD_CPU_AVX512_AUTO 1
 #endif
