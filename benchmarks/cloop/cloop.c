@@ -24,6 +24,8 @@
  * bf16, no mask. It would fail the project's near-agreement tests. It is here only for its time.
  *
  * Harness: cloop [--vocab V] [--tokens T] [--reps N] [--threads "1 2"] [--dtypes "f32 bf16"] [--label L] [--json FILE]
+ *                [--alt-lib PATH]   (also times ad_fdl_cpu of another build of the library, f32, in the same rotation:
+ *                                    A/B of two kernels on a loaded machine)
  * For each thread count: the C loop (f32) and ad_fdl_cpu (f32, then bf16 if asked) on the same inputs, one call each
  * in turn, N rounds; medians, ns/element = time / (tokens x V) (per call, not per thread). Inputs as FusedLossBench:
  * a Gaussian base of scale 3 per column, teachers 0.5 and the student 0.7 away from it. Both results are compared (the
@@ -38,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dlfcn.h>
 #include "aligndistil.h"
 
 /* ------------------------------------------------------------------------------------------ the C loop */
@@ -144,6 +147,14 @@ static double now_s(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
+/* CPU time of the calling thread: with one thread (both sides run on the caller) it leaves out the time other jobs
+ * on a shared machine hold the core, which wall time does not */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 static int cmp_d(const void* a, const void* b)
 {
     const double x = *(const double*)a, y = *(const double*)b;
@@ -157,6 +168,9 @@ static double med(double* v, int n)
     return n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
 }
 
+typedef int32_t (*fdl_fn)(const ad_fdl_problem*, ad_fdl_status*, int32_t);
+static fdl_fn g_fdl = ad_fdl_cpu;
+
 static double fused(const void* s, const void* d, const void* r, void* g, int64_t dt, int64_t T, int64_t V, int threads)
 {
     ad_fdl_problem p;
@@ -169,7 +183,7 @@ static double fused(const void* s, const void* d, const void* r, void* g, int64_
     p.variant = AD_VARIANT_ALIGNDISTIL; p.length_norm = 1;
     p.beta = 0.1; p.beta2 = 10; p.epsilon = 1e-3; p.temperature = 1; p.student_temperature = 1; p.seq_divisor = 0;
     ad_fdl_status st;
-    const int rc = ad_fdl_cpu(&p, &st, threads);
+    const int rc = g_fdl(&p, &st, threads);
     if (rc != AD_OK) { fprintf(stderr, "ad_fdl_cpu: error %d\n", rc); exit(1); }
     return st.loss;
 }
@@ -186,6 +200,7 @@ int main(int argc, char** argv)
     const char* dts = "f32 bf16";
     const char* label = "";
     const char* json = NULL;
+    const char* alt = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--vocab") && i + 1 < argc) V = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoll(argv[++i]);
@@ -194,10 +209,16 @@ int main(int argc, char** argv)
         else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc) dts = argv[++i];
         else if (!strcmp(argv[i], "--label") && i + 1 < argc) label = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--alt-lib") && i + 1 < argc) alt = argv[++i];
         else { fprintf(stderr, "usage: %s [--vocab V] [--tokens T] [--reps N] [--threads \"1 2\"] [--dtypes \"f32 bf16\"] [--label L] [--json FILE]\n", argv[0]); return 2; }
     }
     if (reps < 1 || reps > 255) reps = 5;
     const int want_bf16 = strstr(dts, "bf16") != NULL;
+    fdl_fn alt_fn = NULL;
+    if (alt) {
+        void* h = dlopen(alt, RTLD_NOW | RTLD_LOCAL);
+        if (!h || !(alt_fn = (fdl_fn)dlsym(h, "ad_fdl_cpu"))) { fprintf(stderr, "--alt-lib %s: %s\n", alt, dlerror()); return 2; }
+    }
     const size_t n = (size_t)(T * V);
     float *s = aligned_alloc(64, n * 4), *d = aligned_alloc(64, n * 4), *r = aligned_alloc(64, n * 4);
     float *g1 = aligned_alloc(64, n * 4), *g2 = aligned_alloc(64, n * 4);
@@ -220,10 +241,11 @@ int main(int argc, char** argv)
            label, (long long)V, (long long)T, ad_cpu_isa(), reps);
     char tbuf[64];
     snprintf(tbuf, sizeof tbuf, "%s", thr);
-    double one_c = 0, one_f = 0;
+    double one_c = 0, one_f = 0, cpu_ratio = 0, cpu_c = 0, cpu_f = 0;
     for (char* tok = strtok(tbuf, " "); tok; tok = strtok(NULL, " ")) {
         const int th = atoi(tok);
-        double tc[256], tf[256], tb[256];
+        double tc[256], tf[256], tb[256], ta[256], cc[256], cf[256], cb[256], ca[256];
+        if (alt_fn) { g_fdl = alt_fn; fused(s, d, r, g2, AD_F32, T, V, th); g_fdl = ad_fdl_cpu; }
         double lc = cloop(s, d, r, g1, T, V, th), lf = fused(s, d, r, g2, AD_F32, T, V, th); /* warm-up, pools */
         if (want_bf16) fused(sb, db, rb, gb, AD_BF16, T, V, th);
         if (!(fabs(lc - lf) <= 1e-3 * fabs(lf))) { fprintf(stderr, "loss mismatch: C loop %.9g fused %.9g\n", lc, lf); return 1; }
@@ -231,17 +253,35 @@ int main(int argc, char** argv)
         for (size_t i = 0; i < n; i++) { gd += (double)(g1[i] - g2[i]) * (g1[i] - g2[i]); gn += (double)g2[i] * g2[i]; }
         if (!(sqrt(gd) <= 1e-2 * sqrt(gn))) { fprintf(stderr, "grad mismatch: rel L2 %.3g\n", sqrt(gd / gn)); return 1; }
         for (int k = 0; k < reps; k++) {
-            double t0 = now_s();
+            double t0 = now_s(), c0 = cpu_s();
             cloop(s, d, r, g1, T, V, th);
-            tc[k] = now_s() - t0;
-            t0 = now_s();
+            tc[k] = now_s() - t0; cc[k] = cpu_s() - c0;
+            t0 = now_s(); c0 = cpu_s();
             fused(s, d, r, g2, AD_F32, T, V, th);
-            tf[k] = now_s() - t0;
+            tf[k] = now_s() - t0; cf[k] = cpu_s() - c0;
             if (want_bf16) {
-                t0 = now_s();
+                t0 = now_s(); c0 = cpu_s();
                 fused(sb, db, rb, gb, AD_BF16, T, V, th);
-                tb[k] = now_s() - t0;
+                tb[k] = now_s() - t0; cb[k] = cpu_s() - c0;
             }
+            if (alt_fn) {
+                g_fdl = alt_fn;
+                t0 = now_s(); c0 = cpu_s();
+                fused(s, d, r, g2, AD_F32, T, V, th);
+                ta[k] = now_s() - t0; ca[k] = cpu_s() - c0;
+                g_fdl = ad_fdl_cpu;
+            }
+        }
+        if (alt_fn) printf("  threads %d: alt library f32 %8.2f ms = %.3f ns/element (alt/fused %.3fx)%s\n", th, med(ta, reps) * 1e3,
+                           med(ta, reps) * 1e9 / ((double)T * (double)V), med(ta, reps) / med(tf, reps), "");
+        if (th == 1) { /* thread CPU time: both sides ran on this thread */
+            const double el1 = (double)T * (double)V;
+            printf("  threads 1, thread CPU time: C loop f32 %.3f ns/element | fused f32 %.3f ns/element | fused/C loop %.3fx",
+                   med(cc, reps) * 1e9 / el1, med(cf, reps) * 1e9 / el1, med(cf, reps) / med(cc, reps));
+            if (want_bf16) printf(" | fused bf16 %.3f ns/element (bf16/f32 %.3fx)", med(cb, reps) * 1e9 / el1, med(cb, reps) / med(cf, reps));
+            if (alt_fn) printf(" | alt f32 %.3f ns/element (alt/fused %.3fx)", med(ca, reps) * 1e9 / el1, med(ca, reps) / med(cf, reps));
+            printf("\n");
+            cpu_ratio = med(cf, reps) / med(cc, reps); cpu_c = med(cc, reps) * 1e3; cpu_f = med(cf, reps) * 1e3;
         }
         const double mc = med(tc, reps), mf = med(tf, reps), mb = want_bf16 ? med(tb, reps) : 0;
         const double el = (double)T * (double)V;
@@ -257,7 +297,9 @@ int main(int argc, char** argv)
             for (int k = 0; k < reps; k++) fprintf(js, "%s%.4f", k ? ", " : "", tc[k] * 1e3);
             fprintf(js, "], \"fused_runs_ms\": [");
             for (int k = 0; k < reps; k++) fprintf(js, "%s%.4f", k ? ", " : "", tf[k] * 1e3);
-            fprintf(js, "]}");
+            fprintf(js, "]");
+            if (th == 1) fprintf(js, ", \"cloop_f32_cpu_ms\": %.4f, \"fused_f32_cpu_ms\": %.4f, \"fused_over_cloop_cpu\": %.4f", cpu_c, cpu_f, cpu_ratio);
+            fprintf(js, "}");
             first = 0;
         }
     }

@@ -35,6 +35,7 @@
  */
 #include <math.h>
 #include <string.h>
+#include <stdint.h>
 #include "fdl_cpu_internal.h"
 #include "fdl_simd.h"
 
@@ -88,6 +89,11 @@
  * (pd + pr) 3.5e-7 <= |pd - pr| (1 + e^-T)/(1 - e^-T) 3.5e-7 = 3.2e-6 |pd - pr| at T = 1/4. Bound on the tvd: relative
  * error 3.2e-6 at most (before the Z_d, Z_r sums' own rounding, as before); the former exp + expm1 form had about
  * 3e-7. alpha inherits it: 3.2e-6 relative, under the 1e-5 the tests allow. */
+/* rows of at least this many columns write their gradient with non-temporal stores (pass D) */
+#ifndef AD_NT_MIN_V
+#define AD_NT_MIN_V 32768
+#endif
+
 #define AD_TVD_T  0.25f
 #define AD_TVD_P0 1.0f
 #define AD_TVD_P1 (-0.5f)
@@ -349,6 +355,10 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
     const VF vc0 = vset((float)(logZs - logS + K)), vcgz = vset((float)(cg / Zs));
     const VF vM = vset((float)M);
     void* const G = io->g;
+    /* Large rows: the grad row goes to memory with non-temporal stores (nothing here reads it again), so it neither
+     * reads its lines first nor evicts the rows and scratch the passes re-read from L2. Needs whole vectors aligned. */
+    const size_t gsz = DG == AD_F32 ? 4u : 2u;
+    const int nt = V >= AD_NT_MIN_V && ((uintptr_t)G % (VW * gsz)) == 0;
     DACC aPU = dacc_zero(), aP = dacc_zero();
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
         const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
@@ -361,11 +371,14 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
             pu = vfma(e, u, pu);
             pt = vadd(pt, e);
             AD_KEEP(pu); AD_KEEP(pt);
-            ST(DG, G, vmul(vmul(e, vcgz), vsub(u, vc0)));
+            const VF gv = vmul(vmul(e, vcgz), vsub(u, vc0));
+            if (nt && !tail_) vstream(DG, G, i_, gv);
+            else ST(DG, G, gv);
         });
         dacc_add(&aPU, pu);
         dacc_add(&aP, pt);
     }
+    if (nt) vstream_fence();
     double Kd = (dacc_sum(aPU) - (logZs - logS) * dacc_sum(aP)) / Zs;
     if (Kd < 0.0 && Kd > -1e-12) Kd = 0.0; /* rounding noise of an exact zero; larger negatives are kept */
     io->kl = Kd;
