@@ -12,7 +12,8 @@
  *   read       streaming read bandwidth of one core (sum of 8-float vectors, 4 accumulators) from buffers sized
  *              for L1, L2, L3 and DRAM: bytes per cycle and GB/s
  *   passes     the row kernel itself (this file compiles fused_distill_loss_rows.c again with a timestamp at each
- *              AD_PROF point): cycles per element of each pass, at the requested V and at V = 16384 (three rows in
+ *              AD_PROF point): ns per element of each pass from rdtsc and from the thread's CPU time (the latter
+ *              leaves out time the core spent on other jobs; cache and memory contention stay in both), cycles, at the requested V and at V = 16384 (three rows in
  *              L2: the passes' compute cost without the L3 traffic)
  */
 #ifdef AD_PROF_AVX512 /* the fdl_cpu_profile512 build: the avx512 row kernel */
@@ -22,9 +23,17 @@
 #endif
 #define AD_ISA_SUFFIX prof
 #include <stdint.h>
+#include <time.h>
 #include <x86intrin.h>
 static uint64_t g_prof_t[8];
-#define AD_PROF(k) (g_prof_t[(k)] = __rdtsc())
+static double g_prof_c[8]; /* thread CPU time (s): leaves out the time other jobs on a shared machine hold the core */
+static inline double prof_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+#define AD_PROF(k) (g_prof_t[(k)] = __rdtsc(), g_prof_c[(k)] = prof_cpu_s())
 #include "../cpu/fused_distill_loss_rows.c"
 
 #include <stdio.h>
@@ -210,10 +219,10 @@ int main(int argc, char** argv)
         P.ds = P.dd = P.dr = P.dg = bf16 ? AD_BF16 : AD_F32;
         P.beta = 0.1; P.beta2 = 10.0; P.epsilon = 1e-3; P.temperature = 1.0; P.inv_ts = 1.0;
         P.clamp_teacher = 1e30f; P.clamp_student = 1e30f;
-        static double pass[5][99], tot[99];
+        static double pass[5][99], tot[99], cpass[5][99], ctot[99];
         double klsum = 0.0;
         for (int k = 0; k <= reps; k++) {
-            double acc[5] = {0};
+            double acc[5] = {0}, cacc[5] = {0};
             for (int64_t t = 0; t < TT; t++) {
                 ad_row_io io;
                 memset(&io, 0, sizeof io);
@@ -222,22 +231,27 @@ int main(int argc, char** argv)
                 if (ad_fdl_row_prof(&P, &io) != AD_OK) { printf("row error\n"); return 1; }
                 if (k == 0) klsum += io.kl;
                 for (int p = 0; p < 5; p++) acc[p] += (double)(g_prof_t[p + 1] - g_prof_t[p]);
+                for (int p = 0; p < 5; p++) cacc[p] += g_prof_c[p + 1] - g_prof_c[p];
             }
             if (k == 0) continue; /* warm-up */
             tot[k - 1] = 0;
+            ctot[k - 1] = 0;
             for (int p = 0; p < 5; p++) {
                 pass[p][k - 1] = acc[p] / tpn / (double)n; /* ns per element */
                 tot[k - 1] += pass[p][k - 1];
+                cpass[p][k - 1] = cacc[p] * 1e9 / (double)n;
+                ctot[k - 1] += cpass[p][k - 1];
             }
         }
         static const char* pn[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (0 exp)", "C LSE* (1 exp)", "D grad (0 exp)"};
         printf("row kernel %s, V = %lld, %lld tokens, aligndistil (median of %d)\n", bf16 ? "bf16" : "f32", (long long)VV,
                (long long)TT, reps);
-        printf("  %-22s %9s %9s\n", "pass", "ns/elem", cpn > 0 ? "cyc/elem" : "");
+        printf("  %-22s %9s %12s %9s\n", "pass", "ns/elem", "cpu ns/elem", cpn > 0 ? "cyc/elem" : "");
         for (int p = 0; p <= 5; p++) {
             const double m = p < 5 ? median(pass[p], reps) : median(tot, reps);
-            if (cpn > 0) printf("  %-22s %9.3f %9.3f\n", p < 5 ? pn[p] : "total", m, m * cpn);
-            else printf("  %-22s %9.3f\n", p < 5 ? pn[p] : "total", m);
+            const double c = p < 5 ? median(cpass[p], reps) : median(ctot, reps);
+            if (cpn > 0) printf("  %-22s %9.3f %12.3f %9.3f\n", p < 5 ? pn[p] : "total", m, c, m * cpn);
+            else printf("  %-22s %9.3f %12.3f\n", p < 5 ? pn[p] : "total", m, c);
         }
         /* FNV-1a of the gradient bytes and the sum of the rows' KL: equal across builds means identical results */
         uint64_t h = 0xcbf29ce484222325ull;
