@@ -151,8 +151,8 @@ static void zero_outputs(const ad_fdl_problem* pb, int64_t f)
     if (pb->metrics) for (int k = 0; k < AD_FDL_METRICS; k++) pb->metrics[f * AD_FDL_METRICS + k] = 0.0f;
 }
 
-/* Row scratch of the row kernel (ad_row_io.w: the teacher logits and e^s' of one row), one per thread, kept between
- * calls and grown when a call has a larger vocabulary: about 8 V bytes (1.2 MB at V = 151,936) per thread
+/* Row scratch of the row kernel (ad_row_io.w: e^s', e^d', e^r' and the teacher logits of one row), one per thread, kept between
+ * calls and grown when a call has a larger vocabulary: about 12 V bytes (1.8 MB at V = 151,936) per thread
  * that has run rows, freed when the thread exits. Never shared: each worker (and each calling thread) has its own. */
 static pthread_key_t g_scratch_key;
 static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
