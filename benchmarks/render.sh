@@ -10,7 +10,10 @@ if [[ $# -eq 0 ]]; then
   shopt -s nullglob
   set -- "$RESULTS"/*.json
   files=()
-  for f in "$@"; do [[ "$f" == *.meta.json ]] || files+=("$f"); done
+  for f in "$@"; do
+    # not JMH files: metadata, and the C loop harness's own JSON (its .md is written by cpu.sh, not rendered)
+    case "$f" in *.meta.json|*.cloop.*.json|*/cloop-*.json) ;; *) files+=("$f") ;; esac
+  done
   set -- "${files[@]}"
 fi
 [[ $# -gt 0 ]] || { echo "render: no result files" >&2; exit 1; }
