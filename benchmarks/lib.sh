@@ -64,3 +64,28 @@ merge() {
 render() {
   "$JAVA" -Djava.awt.headless=true -cp "$CP" ai.aligndistil.bench.Report render "$@" >&2
 }
+
+# The CPU code path the fused kernel takes in this run: AD_CPU_ISA when it names a path, else what "auto" picks
+# (avx512 where the CPU has AVX-512 F/BW/DQ/VL, else avx2).
+bench_isa() {
+  case "${AD_CPU_ISA:-}" in
+    avx512|avx2|portable) echo "$AD_CPU_ISA" ;;
+    *) if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo \
+          && grep -qw avx512vl /proc/cpuinfo; then echo avx512; else echo avx2; fi ;;
+  esac
+}
+
+# cloop_build ISA: builds the issue-15 C loop (benchmarks/cloop/cloop.c) for that path into target/cloop/cloop-ISA,
+# linked against target/native/libaligndistil_cpu.so: avx512 = -march=native -mprefer-vector-width=512, avx2 =
+# -march=native with AVX-512 off. Prints the binary's path.
+cloop_build() {
+  local isa="$1" out="$ROOT/target/cloop/cloop-$1" flags
+  mkdir -p "$ROOT/target/cloop"
+  case "$isa" in
+    avx512) flags=(-march=native -mprefer-vector-width=512) ;;
+    *) flags=(-march=native -mno-avx512f) ;;
+  esac
+  gcc -O3 "${flags[@]}" -ffast-math -fopenmp -I"$ROOT/native/include" "$ROOT/benchmarks/cloop/cloop.c" -o "$out" \
+    -L"$ROOT/target/native" -laligndistil_cpu -Wl,-rpath,"$ROOT/target/native" -lm >&2
+  echo "$out"
+}

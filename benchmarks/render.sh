@@ -10,7 +10,11 @@ if [[ $# -eq 0 ]]; then
   shopt -s nullglob
   set -- "$RESULTS"/*.json
   files=()
-  for f in "$@"; do [[ "$f" == *.meta.json || "$(basename "$f")" == soak-* ]] || files+=("$f"); done  # soak files: bench.Soak renders them
+  for f in "$@"; do
+    # JMH files only: not metadata, the C loop harness's own JSON (its .md is written by cpu.sh), nor the soak,
+    # data-parallel and step-bench results (their own programs write their tables and charts)
+    case "$f" in *.meta.json|*.cloop.*.json|*/cloop-*.json|*/soak-*|*/data-parallel-*|*/step-bench-*) ;; *) files+=("$f") ;; esac
+  done
   set -- "${files[@]}"
 fi
 [[ $# -gt 0 ]] || { echo "render: no result files" >&2; exit 1; }

@@ -16,9 +16,9 @@
 
 /* padding of the row scratch ad_row_io.w: a partial last vector is stored whole (16 = the widest vector) */
 #define AD_ROW_PAD 16
-/* offset of the second half of the row scratch (a multiple of 16 floats: 64-byte aligned) and its whole size */
+/* offset between the three rows of the row scratch (a multiple of 16 floats: 64-byte aligned) and its whole size */
 static inline int64_t ad_row_scratch_stride(int64_t vocab) { return (vocab + AD_ROW_PAD + 15) & ~(int64_t)15; }
-static inline int64_t ad_row_scratch_floats(int64_t vocab) { return 2 * ad_row_scratch_stride(vocab); }
+static inline int64_t ad_row_scratch_floats(int64_t vocab) { return 3 * ad_row_scratch_stride(vocab); }
 
 /* Parameters common to every row of one call (read-only while the rows run). */
 typedef struct ad_row_params {
@@ -41,8 +41,9 @@ typedef struct ad_row_io {
     const void* r;          /* second row (NULL for gkd) */
     void*       g;          /* grad row (may equal s: in place) */
     float*      w;          /* row scratch, ad_row_scratch_floats(vocab) floats, 64-byte aligned, overwritten by every
-                             * row: pass C stores the teacher logits over T in the first half, pass A e^s' in the
-                             * second (from ad_row_scratch_stride(vocab) on); pass D reads both */
+                             * row: three rows ad_row_scratch_stride(vocab) apart. Pass A stores e^d', e^r', e^s' in
+                             * rows 0, 1, 2; pass B reads rows 0 and 1; pass C stores the teacher logits over T in
+                             * row 0; pass D reads rows 0 and 2 */
     double      row_scale;  /* (1/n_b if length_norm) / N */
     /* outputs */
     double      alpha;      /* weight */

@@ -14,10 +14,13 @@
  *                 clamped below at -150, so x <= -150, -inf and NaN all give exactly +0. Results below 2^-126
  *                 are flushed to 0 on the avx2 / portable paths (gradual underflow on avx512).
  *   vsel_out(m,a) AD_W_OUT where m (columns outside the vocabulary), a elsewhere
+ *   vsel_lt(x,t,a,b)  a where x < t, b elsewhere (also where x is NaN: ordered compare)
  *   vmax(a, c)    x86 MAXPS semantics on every path: a NaN first operand returns c (the kernel relies on it).
  *   vload(dt,..)  loads VW logits of dtype dt and widens them to f32 (bf16: shift; f16: F16C / scalar)
  *   vstore(dt,..) narrows with round-to-nearest-even (grad values are finite; NaN is not special-cased in
  *                 the vector bf16 path)
+ *   vstream(dt,..) the same as a non-temporal store (whole aligned vectors; vstream_fence after the last); the portable
+ *                 path stores normally
  */
 #ifndef AD_FDL_SIMD_H
 #define AD_FDL_SIMD_H
@@ -114,6 +117,7 @@ AD_INL float vhmax(VF a) { return _mm512_reduce_max_ps(a); }
 AD_INL int vany_nan(VF a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) != 0; }
 AD_INL VM vis_ninf(VF a) { return _mm512_cmp_ps_mask(a, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ); }
 AD_INL VF vsel_out(VM m, VF a) { return _mm512_mask_mov_ps(a, m, _mm512_set1_ps(AD_W_OUT)); }
+AD_INL VF vsel_lt(VF x, VF t, VF a, VF b) { return _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(x, t, _CMP_LT_OQ), a); }
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     const VF inf = _mm512_set1_ps(INFINITY), ninf = _mm512_set1_ps(-INFINITY);
@@ -182,6 +186,23 @@ AD_INL void vstore(int dt, void* base, int64_t i, VF v)
     _mm256_storeu_si256((__m256i*)((uint16_t*)base + i), h);
 }
 
+/* non-temporal store of a whole vector (base + i aligned to VW elements of dt): bypasses the caches */
+AD_INL void vstream(int dt, void* base, int64_t i, VF v)
+{
+    if (dt == AD_F32) { _mm512_stream_ps((float*)base + i, v); return; }
+    __m256i h;
+    if (dt == AD_BF16) {
+        __m512i x = _mm512_castps_si512(v);
+        const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+        x = _mm512_add_epi32(x, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+        h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16));
+    } else {
+        h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    _mm256_stream_si256((__m256i*)((uint16_t*)base + i), h);
+}
+AD_INL void vstream_fence(void) { _mm_sfence(); }
+
 /* ================================================================================================ */
 #elif defined(AD_ISA_AVX2)
 /* ================================================================================================ */
@@ -211,6 +232,7 @@ AD_INL float vhmax(VF a)
 AD_INL int vany_nan(VF a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)) != 0; }
 AD_INL VM vis_ninf(VF a) { return _mm256_cmp_ps(a, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ); }
 AD_INL VF vsel_out(VM m, VF a) { return _mm256_blendv_ps(a, _mm256_set1_ps(AD_W_OUT), m); }
+AD_INL VF vsel_lt(VF x, VF t, VF a, VF b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, t, _CMP_LT_OQ)); }
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     const VF inf = _mm256_set1_ps(INFINITY), ninf = _mm256_set1_ps(-INFINITY);
@@ -293,6 +315,24 @@ AD_INL void vstore(int dt, void* base, int64_t i, VF v)
     _mm_storeu_si128((__m128i*)((uint16_t*)base + i), h);
 }
 
+/* non-temporal store of a whole vector (base + i aligned to VW elements of dt): bypasses the caches */
+AD_INL void vstream(int dt, void* base, int64_t i, VF v)
+{
+    if (dt == AD_F32) { _mm256_stream_ps((float*)base + i, v); return; }
+    __m128i h;
+    if (dt == AD_BF16) {
+        __m256i x = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+        x = _mm256_srli_epi32(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+        const __m256i pk = _mm256_packus_epi32(x, x);
+        h = _mm256_castsi256_si128(_mm256_permute4x64_epi64(pk, 0x08));
+    } else {
+        h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    _mm_stream_si128((__m128i*)((uint16_t*)base + i), h);
+}
+AD_INL void vstream_fence(void) { _mm_sfence(); }
+
 /* ================================================================================================ */
 #else /* AD_ISA_PORTABLE: GCC/Clang generic vectors, any target */
 /* ================================================================================================ */
@@ -328,6 +368,7 @@ AD_INL int vany_nan(VF a)
 }
 AD_INL VM vis_ninf(VF a) { return a == vset(-INFINITY); }
 AD_INL VF vsel_out(VM m, VF a) { return vsel(m, a, vset(AD_W_OUT)); }
+AD_INL VF vsel_lt(VF x, VF t, VF a, VF b) { return vsel(x < t, b, a); }   /* NaN x: b */
 AD_INL unsigned vbadbits(VF s, VF d, VF r)
 {
     unsigned bits = 0;
@@ -399,6 +440,11 @@ AD_INL void vstore(int dt, void* base, int64_t i, VF v)
     for (int k = 0; k < VW; k++) h[k] = dt == AD_BF16 ? ad_f2bf_scalar(v[k]) : ad_f2h_scalar(v[k]);
     memcpy((uint16_t*)base + i, h, sizeof h);
 }
+#endif
+
+#if !defined(AD_ISA_AVX512) && !defined(AD_ISA_AVX2)
+AD_INL void vstream(int dt, void* base, int64_t i, VF v) { vstore(dt, base, i, v); }
+AD_INL void vstream_fence(void) {}
 #endif
 
 /* ---------------------------------------------------------------- partial vectors (row tails) */

@@ -31,11 +31,11 @@ static const ad_row_fn k_isa_rows[3] = {ad_fdl_row_portable, ad_fdl_row_avx2, ad
 static int g_isa_best = -1;       /* best the CPU supports */
 static int g_isa_auto = -1;       /* what "auto" picks */
 
-/* The AVX-512 path is compiled and selectable (AD_CPU_ISA=avx512, ad_cpu_force_isa), but it has not yet run on
- * AVX-512 hardware: the build machines are AVX2-only VMs. Until a run of the test suite on an AVX-512 machine has
- * verified it, "auto" stops at AVX2. Build with -DAD_CPU_AVX512_AUTO=ON (CMake) to let "auto" pick it. */
+/* "auto" picks the AVX-512 path where the CPU has AVX-512 F/BW/DQ/VL (verified by the self-test and the Java suite on
+ * an AVX-512 machine, Intel Xeon family 6 model 207, issue 15). AD_CPU_ISA=avx2|portable (or ad_cpu_force_isa) still
+ * forces another path; building with -DAD_CPU_AUTO_STOP_AT_AVX2=ON (CMake) makes "auto" stop at AVX2. */
 #ifndef AD_CPU_AVX512_AUTO
-#define AD_CPU_AVX512_AUTO 0
+#define AD_CPU_AVX512_AUTO 1
 #endif
 static atomic_int g_isa_active = -1;
 
@@ -151,8 +151,8 @@ static void zero_outputs(const ad_fdl_problem* pb, int64_t f)
     if (pb->metrics) for (int k = 0; k < AD_FDL_METRICS; k++) pb->metrics[f * AD_FDL_METRICS + k] = 0.0f;
 }
 
-/* Row scratch of the row kernel (ad_row_io.w: the teacher logits and e^s' of one row), one per thread, kept between
- * calls and grown when a call has a larger vocabulary: about 8 V bytes (1.2 MB at V = 151,936) per thread
+/* Row scratch of the row kernel (ad_row_io.w: e^s', e^d', e^r' and the teacher logits of one row), one per thread, kept between
+ * calls and grown when a call has a larger vocabulary: about 12 V bytes (1.8 MB at V = 151,936) per thread
  * that has run rows, freed when the thread exits. Never shared: each worker (and each calling thread) has its own. */
 static pthread_key_t g_scratch_key;
 static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;

@@ -2,30 +2,40 @@
  * fused_distill_loss_rows.c: the per-row kernel of ad_fdl_cpu. Compiled three times (see CMakeLists.txt):
  * AD_ISA_SUFFIX = portable | avx2 | avx512, defining ad_fdl_row_<suffix>.
  *
- * One selected row (s = student, d = DPO, r = second teacher), V columns:
- *   pass 0  (no exp)   row maxima m_s, m_d, m_r and the validity check (NaN / +inf / partial -inf)
+ * One selected row (s = student, d = DPO, r = second teacher), V columns. Computes alpha, coef, K = KL(p || q) and the
+ * metrics of the row and writes its gradient row; runs on the calling worker thread, one row at a time. Never
+ * materialises p or q: besides the grad row it overwrites only the row scratch io->w (3 x (V + padding) floats per
+ * thread, from the driver):
+ *   pass 0  (no exp)   row maxima m_s, m_d, m_r, row minima, and the validity check (NaN / +inf / partial -inf). The
+ *                      minima decide whether the clamps below can bite; when they cannot (every column finite, no
+ *                      centred value beyond the clamps) and Ts = T = 1, the passes run without clamps or scalings
+ *                      (FAST): the same values bit for bit, fewer operations
  *   centred values     s' = (s - m_s)/Ts, d' = d - m_d, r' = r - m_r (all <= 0)
- *   pass A  (3 exp)    (stores e^s' in the row scratch) Z_s, Z_d, Z_r and U_s = sum e^s' s', U_d = sum e^s' d', U_r = sum e^s' r',
- *                      U_f = sum e^s' f with f = d' - r' computed as (d - r) - (m_d - m_r)
- *   pass B  (2 exp)    tvd = sum |pd - pr| = sum max(pd, pr) (1 - e^-|log pd - log pr|)  (aligndistil, adaptive)
- *   pass C  (1 exp)    LSE* = M + log S of w = (d' + c f)/T (= z'/T), blockwise max; w is stored in the row scratch
- *                      io->w (2 x (V + padding) floats per thread, from the driver; e^s' of pass A in the second half)
+ *   pass A  (3 exp)    Z_s, Z_d, Z_r and U_s = sum e^s' s', U_d = sum e^s' d', U_r = sum e^s' r',
+ *                      U_f = sum e^s' f with f = d' - r' computed as (d - r) - (m_d - m_r); stores e^s', e^d', e^r'
+ *                      in the row scratch (rows 2, 0, 1)
+ *   pass B  (0 exp)    tvd = sum |pd - pr| from the stored e^d', e^r' (aligndistil, adaptive): where the teachers are
+ *                      close, |delta| = |log pd - log pr| < AD_TVD_T, as max(pd, pr) (1 - e^-|delta|) with a short
+ *                      polynomial for 1 - e^-x (no range reduction: not an exp), elsewhere as |pd - pr| directly
+ *                      (see the error bound there)
+ *   pass C  (1 exp)    LSE* = M + log S of w = (d' + c f)/T (= z'/T), blockwise max; w is stored over e^d' (row 0)
  *   pass D  (0 exp)    g = (coef row_scale/Ts) p (s' - (w - M) - (log Z_s - log S + K)),  p = e^s' / Z_s with e^s'
- *                      stored by pass A and w by pass C in the row scratch io->w (pass D reads s, w and e^s')
- * Exps per element: 6 (3 + 2 + 1). The gradient's p e^s' (coef row_scale / (Ts Z_s)) has a relative error of at most
- * the exp's 1.7e-7 plus two f32 roundings (1.2e-7); the former e^(s' - log Z_s) added the rounding of s' - log Z_s
- * (|s' - log Z_s| x 6e-8) and of log Z_s, so this is as accurate or better.
+ *                      stored by pass A and w by pass C in the row scratch (pass D reads s, w and e^s')
+ * Exps per element: 4 (3 + 0 + 1). The gradient's p e^s' (coef row_scale / (Ts Z_s)) has a relative error of at most
+ * the exp's 1.7e-7 plus two f32 roundings (1.2e-7).
  * with K = (U_s/Z_s - log Z_s) - ((U_d + c U_f)/(T Z_s) - LSE*). Writing the teacher as d' + c (d' - r')
  * rather than a d' + b r' avoids the cancellation of two large products when alpha is large.
  *
  * Columns that are -inf in all three rows (outside the vocabulary, and the padded lanes of the last
  * partial vector) never contribute: the centred values are clamped to a large negative finite number
  * (clamp_student / clamp_teacher from the driver), so their exps are exactly 0 and 0 * value stays 0; in
- * pass C they are set to AD_W_OUT explicitly (see there). Writes: the grad row and the row scratch io->w. f32 lane sums run over blocks of AD_BLK columns and are folded
- * lane-wise into f64 accumulators.
+ * pass C they are set to AD_W_OUT explicitly (see there). The last partial vector always takes the clamped path. f32
+ * lane sums run over blocks of AD_BLK columns and are folded lane-wise into f64 accumulators (f64 only there: the row
+ * sums, and the scalars of the KL).
  */
 #include <math.h>
 #include <string.h>
+#include <stdint.h>
 #include "fdl_cpu_internal.h"
 #include "fdl_simd.h"
 
@@ -71,35 +81,65 @@
         else vstore((dt), (base), i_, (v));                                                      \
     } while (0)
 
-AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR,
-                    const int DG, const int USE_R)
+/* pass B: 1 - e^-x for 0 <= x < AD_TVD_T as x P(x), P the Taylor polynomial of (1 - e^-x)/x to degree 5 (truncation
+ * x^6/7! <= 4.8e-8 relative at x = 1/4; Horner in f32 adds about 6 roundings, 3.6e-7), so |pd - pr| = max(pd, pr)
+ * (1 - e^-|delta|) keeps its relative accuracy (about 6e-7 with max(pd, pr)'s own) as delta -> 0, and identical
+ * teachers give exactly 0. For |delta| >= AD_TVD_T the difference |pd - pr| is taken directly from the stored
+ * exps: each of pd, pr carries at most the exp's 1.7e-7 plus 3 roundings (1.8e-7), so the absolute error is at most
+ * (pd + pr) 3.5e-7 <= |pd - pr| (1 + e^-T)/(1 - e^-T) 3.5e-7 = 3.2e-6 |pd - pr| at T = 1/4. Bound on the tvd: relative
+ * error 3.2e-6 at most (before the Z_d, Z_r sums' own rounding, as before); the former exp + expm1 form had about
+ * 3e-7. alpha inherits it: 3.2e-6 relative, under the 1e-5 the tests allow. */
+/* rows of at least this many columns write their gradient with non-temporal stores (pass D) */
+#ifndef AD_NT_MIN_V
+#define AD_NT_MIN_V 32768
+#endif
+
+#define AD_TVD_T  0.25f
+#define AD_TVD_P0 1.0f
+#define AD_TVD_P1 (-0.5f)
+#define AD_TVD_P2 0x1.555556p-3f   /* 1/6 */
+#define AD_TVD_P3 (-0x1.555556p-5f) /* -1/24 */
+#define AD_TVD_P4 0x1.111112p-7f   /* 1/120 */
+#define AD_TVD_P5 (-0x1.6c16c2p-10f) /* -1/720 */
+
+typedef struct {
+    float m_s, m_d, m_r;
+} ad_row_max;
+
+/* pass 0: maxima, minima and validity. Returns AD_OK and sets *mx and *clamp (1 when a clamp can bite), or an error. */
+AD_INL int pass0(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR, const int USE_R,
+                 ad_row_max* mx, int* clamp)
 {
     const int64_t V = P->vocab;
     const void* const S = io->s;
     const void* const D = io->d;
     const void* const R = io->r;
-
-    AD_PROF(0);
-    /* ------------------------------------------------------------ pass 0: maxima + validity */
     VF ms = vset(-INFINITY), md = ms, mr = ms;
+    VF ns = vset(INFINITY), nd = ns, nr = ns;
+    int any_bad = 0;
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
         const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
         const VF z0 = vzero();
         VF probe = vzero(); /* stays 0 while every value is finite, NaN otherwise */
+        int tail_bad = 0;   /* the partial last vector (its missing lanes read -inf) is checked on its own */
         AD_LOOP(b0, b1, {
             const VF s = LD(DS, S);
             const VF d = LD(DD, D);
             ms = vmax(ms, s);
             md = vmax(md, d);
             VF t = vfma(d, z0, vmul(s, z0));
+            if (!tail_) { ns = vmin(ns, s); nd = vmin(nd, d); } /* minima: full vectors (the tail is always clamped) */
             if (USE_R) {
                 const VF r = LD(DR, R);
                 mr = vmax(mr, r);
+                if (!tail_) nr = vmin(nr, r);
                 t = vfma(r, z0, t);
             }
-            probe = vadd(probe, t);
+            if (tail_) tail_bad = vbadbits(s, d, USE_R ? LD(DR, R) : s) != 0;
+            else probe = vadd(probe, t);
         });
-        if (vany_nan(probe)) { /* some value is not finite: -inf everywhere in a column is fine */
+        if (tail_bad || vany_nan(probe)) { /* some value is not finite: -inf everywhere in a column is fine */
+            any_bad = 1;
             AD_LOOP(b0, b1, {
                 const VF s = LD(DS, S);
                 const VF d = LD(DD, D);
@@ -112,29 +152,60 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
             });
         }
     }
-    const float m_s = vhmax(ms), m_d = vhmax(md), m_r = USE_R ? vhmax(mr) : 0.0f;
-    if (m_d == -INFINITY) return AD_ERR_EMPTY_ROW; /* every column -inf (checked consistent above) */
+    mx->m_s = vhmax(ms);
+    mx->m_d = vhmax(md);
+    mx->m_r = USE_R ? vhmax(mr) : 0.0f;
+    if (mx->m_d == -INFINITY) return AD_ERR_EMPTY_ROW; /* every column -inf (checked consistent above) */
+    /* The clamps of the passes below are max / min with constants after f32 operations that are monotonic in each
+     * input, so they cannot bite when they do not bite at the row's extreme values: then the FAST passes compute the
+     * same values. A -inf column (any_bad here: the probe saw one) always takes the clamped path. */
+    const float n_s = -vhmax(vsub(vzero(), ns)), n_d = -vhmax(vsub(vzero(), nd)), n_r = USE_R ? -vhmax(vsub(vzero(), nr)) : 0.0f;
+    const float cls = P->clamp_student, clt = P->clamp_teacher, cm = mx->m_d - mx->m_r;
+    int c = any_bad || P->inv_ts != 1.0 || P->temperature != 1.0;
+    c = c || !((n_s - mx->m_s) >= -cls) || !((n_d - mx->m_d) >= -clt);
+    if (USE_R) c = c || !((n_r - mx->m_r) >= -clt) || !(((mx->m_d - n_r) - cm) <= clt) || !(((n_d - mx->m_r) - cm) >= -clt);
+    *clamp = c;
+    return AD_OK;
+}
+
+AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR,
+                      const int DG, const int USE_R, const int CLAMP, const ad_row_max* mx)
+{
+    const int64_t V = P->vocab;
+    const void* const S = io->s;
+    const void* const D = io->d;
+    const void* const R = io->r;
+    const float m_s = mx->m_s, m_d = mx->m_d, m_r = mx->m_r;
 
     const VF vms = vset(m_s), vmd = vset(m_d), vmr = vset(m_r);
     const VF vits = vset((float)P->inv_ts);
     const VF vcls = vset(-P->clamp_student), vclt = vset(-P->clamp_teacher), vclt_pos = vset(P->clamp_teacher);
     /* diff = d' - r' = (d - r) - (m_d - m_r): d - r is exact when the teachers are close */
     const VF vcm = vset(m_d - m_r);
+/* CL: this vector takes the clamped path (CLAMP, or the partial last vector, whose missing lanes read -inf) */
+#define CL (CLAMP || tail_)
 /* (-inf) - (-inf) = NaN outside the vocabulary: vmax(NaN, c) = c keeps it finite there */
-#define AD_DIFF(d, r) vmin(vmax(vsub(vsub((d), (r)), vcm), vclt), vclt_pos)
+#define AD_DIFF(d, r) (CL ? vmin(vmax(vsub(vsub((d), (r)), vcm), vclt), vclt_pos) : vsub(vsub((d), (r)), vcm))
+#define AD_SP(s) (CL ? vmax(vmul(vsub((s), vms), vits), vcls) : vsub((s), vms))
+#define AD_TP(x, vm) (CL ? vmax(vsub((x), (vm)), vclt) : vsub((x), (vm)))
+
+    const int64_t RS = ad_row_scratch_stride(V);
+    float* const W = io->w;            /* row 0: e^d' (pass A), then w (pass C) */
+    float* const ER = io->w + RS;      /* row 1: e^r' */
+    float* const E = io->w + 2 * RS;   /* row 2: e^s', for pass D */
+    float* const ED = W;
 
     AD_PROF(1);
     /* ------------------------------------------------------------ pass A: partition functions, U sums */
-    float* const E = io->w + ad_row_scratch_stride(V); /* e^s' of every column, for pass D */
     DACC aZs = dacc_zero(), aZd = dacc_zero(), aZr = dacc_zero();
     DACC aUs = dacc_zero(), aUd = dacc_zero(), aUr = dacc_zero(), aUf = dacc_zero();
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
         const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
         VF zs = vzero(), zd = vzero(), zr = vzero(), us = vzero(), ud = vzero(), ur = vzero(), uf = vzero();
         AD_LOOP(b0, b1, {
-            const VF sp = vmax(vmul(vsub(LD(DS, S), vms), vits), vcls);
+            const VF sp = AD_SP(LD(DS, S));
             const VF d = LD(DD, D);
-            const VF dp = vmax(vsub(d, vmd), vclt);
+            const VF dp = AD_TP(d, vmd);
             const VF es = vexp(sp);
             vstore(AD_F32, E, i_, es); /* pass D's p = e^s' / Z_s (a partial last vector fills the padding) */
             const VF ed = vexp(dp);
@@ -143,9 +214,11 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
             us = vfma(es, sp, us);
             ud = vfma(es, dp, ud);
             if (USE_R) {
+                vstore(AD_F32, ED, i_, ed); /* pass B's pd */
                 const VF r = LD(DR, R);
-                const VF rp = vmax(vsub(r, vmr), vclt);
+                const VF rp = AD_TP(r, vmr);
                 const VF er = vexp(rp);
+                vstore(AD_F32, ER, i_, er); /* pass B's pr */
                 zr = vadd(zr, er);
                 ur = vfma(es, rp, ur);
                 uf = vfma(es, AD_DIFF(d, r), uf);
@@ -165,31 +238,34 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
     const int variant = P->variant;
     double alpha;
     if (variant == AD_VARIANT_ALIGNDISTIL || variant == AD_VARIANT_ADAPTIVE) {
-        /* |pd - pr| = max(pd, pr) (1 - e^-|delta|), delta = log pd - log pr: accurate
-         * relative to the difference itself, so close teachers keep the digits of a small tvd, and
-         * identical teachers give exactly 0. */
-        const VF vlzd = vset((float)lZd), vlzr = vset((float)lZr);
-        /* delta = ((d - r) - (m_d - m_r)) - (log Z_d - log Z_r): two constants, so that the small second
-         * one keeps its digits when the maxima are far apart (the first matches d - r bit for bit at a
-         * column holding both maxima) */
+        /* pd = e^d' / Z_d and pr = e^r' / Z_r from pass A's stored exps (no exp here); see AD_TVD_T for the two forms
+         * and the error bound. delta = ((d - r) - (m_d - m_r)) - (log Z_d - log Z_r): two constants, so that the small
+         * second one keeps its digits when the maxima are far apart. Outside the vocabulary delta is NaN and the
+         * direct form is taken (pd = pr = 0 there). */
+        const VF via = vset((float)(1.0 / Zd)), vib = vset((float)(1.0 / Zr));
         const VF vclz = vset((float)(lZd - lZr));
+        const VF vT = vset(AD_TVD_T);
         DACC aT = dacc_zero();
         for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
             const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
             VF tv = vzero();
             AD_LOOP(b0, b1, {
-                const VF d = LD(DD, D);
-                const VF r = LD(DR, R);
-                const VF xd = vsub(vmax(vsub(d, vmd), vclt), vlzd);
-                const VF xr = vsub(vmax(vsub(r, vmr), vclt), vlzr);
-                const VF big = vexp(vmax(xd, xr));
-                const VF em = vexpm1_neg(vnabs(vsub(vsub(vsub(d, r), vcm), vclz))); /* NaN (outside) -> -1, times 0 */
-                tv = vfma(big, em, tv); /* accumulates -|pd - pr| */
+                const VF pd = vmul(vload(AD_F32, ED, i_), via); /* scratch rows: whole vectors (padded) */
+                const VF pr = vmul(vload(AD_F32, ER, i_), vib);
+                const VF direct = vabs(vsub(pd, pr));
+                const VF x = vabs(vsub(vsub(vsub(LD(DD, D), LD(DR, R)), vcm), vclz));
+                VF q = vfma(vset(AD_TVD_P5), x, vset(AD_TVD_P4));
+                q = vfma(q, x, vset(AD_TVD_P3));
+                q = vfma(q, x, vset(AD_TVD_P2));
+                q = vfma(q, x, vset(AD_TVD_P1));
+                q = vfma(q, x, vset(AD_TVD_P0));
+                const VF near = vmul(vmax(pd, pr), vmul(q, x));
+                tv = vadd(tv, vsel_lt(x, vT, near, direct));
                 AD_KEEP(tv);
             });
             dacc_add(&aT, tv);
         }
-        alpha = P->beta2 * -dacc_sum(aT) + P->epsilon;
+        alpha = P->beta2 * dacc_sum(aT) + P->epsilon;
     } else if (variant == AD_VARIANT_GKD) {
         alpha = 1.0;
     } else {
@@ -212,10 +288,10 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
 
     AD_PROF(3);
     /* ------------------------------------------------------------ pass C: LSE* = M + log S of w */
-    /* w is stored into the row scratch io->w (pass D reads it back instead of recomputing it from d and r); columns
-     * outside the vocabulary hold AD_W_OUT, a finite stand-in for -inf (exp gives 0 as for -inf, and pass D's
-     * u = s' - (w - M) stays finite where p = 0). */
-    float* const W = io->w;
+    /* w is stored into the row scratch (over e^d', which pass B was the last to read; pass D reads it back instead of
+     * recomputing it from d and r); columns outside the vocabulary hold AD_W_OUT, a finite stand-in for -inf (exp gives
+     * 0 as for -inf, and pass D's u = s' - (w - M) stays finite where p = 0). FAST (T = 1): w = d' + c f, the same
+     * value as d' 1 + c f. */
     double M = -INFINITY, Ssum = 0.0;
     {
         for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
@@ -223,9 +299,10 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
             VF wm = vset(-INFINITY);
             AD_LOOP(b0, b1, {
                 const VF d = LD(DD, D);
-                VF w = vmul(vmax(vsub(d, vmd), vclt), viT);
+                VF w = AD_TP(d, vmd);
+                if (CL) w = vmul(w, viT);
                 if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
-                w = vsel_out(vis_ninf(d), w); /* outside the vocabulary */
+                if (CL) w = vsel_out(vis_ninf(d), w); /* outside the vocabulary */
                 vstore(AD_F32, W, i_, w); /* a partial last vector fills the scratch's padding */
                 wm = vmax(wm, w);
             });
@@ -278,29 +355,52 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
     const VF vc0 = vset((float)(logZs - logS + K)), vcgz = vset((float)(cg / Zs));
     const VF vM = vset((float)M);
     void* const G = io->g;
+    /* Large rows: the grad row goes to memory with non-temporal stores (nothing here reads it again), so it neither
+     * reads its lines first nor evicts the rows and scratch the passes re-read from L2. Needs whole vectors aligned. */
+    const size_t gsz = DG == AD_F32 ? 4u : 2u;
+    const int nt = V >= AD_NT_MIN_V && ((uintptr_t)G % (VW * gsz)) == 0;
     DACC aPU = dacc_zero(), aP = dacc_zero();
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
         const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
         VF pu = vzero(), pt = vzero();
         AD_LOOP(b0, b1, {
-            const VF sp = vmax(vmul(vsub(LD(DS, S), vms), vits), vcls);
+            const VF sp = AD_SP(LD(DS, S));
             const VF w = vload(AD_F32, W, i_); /* pass C's values, bit for bit (padded: whole vectors) */
             const VF e = vload(AD_F32, E, i_); /* e^s' from pass A */
             const VF u = vsub(sp, vsub(w, vM));
             pu = vfma(e, u, pu);
             pt = vadd(pt, e);
             AD_KEEP(pu); AD_KEEP(pt);
-            ST(DG, G, vmul(vmul(e, vcgz), vsub(u, vc0)));
+            const VF gv = vmul(vmul(e, vcgz), vsub(u, vc0));
+            if (nt && !tail_) vstream(DG, G, i_, gv);
+            else ST(DG, G, gv);
         });
         dacc_add(&aPU, pu);
         dacc_add(&aP, pt);
     }
+    if (nt) vstream_fence();
     double Kd = (dacc_sum(aPU) - (logZs - logS) * dacc_sum(aP)) / Zs;
     if (Kd < 0.0 && Kd > -1e-12) Kd = 0.0; /* rounding noise of an exact zero; larger negatives are kept */
     io->kl = Kd;
 #undef AD_DIFF
+#undef AD_SP
+#undef AD_TP
+#undef CL
     AD_PROF(5);
     return AD_OK;
+}
+
+AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR,
+                    const int DG, const int USE_R)
+{
+    AD_PROF(0);
+    /* ------------------------------------------------------------ pass 0: maxima + validity */
+    ad_row_max mx;
+    int clamp = 1;
+    const int rc = pass0(P, io, DS, DD, DR, USE_R, &mx, &clamp);
+    if (rc != AD_OK) return rc;
+    if (clamp) return row_passes(P, io, DS, DD, DR, DG, USE_R, 1, &mx);
+    return row_passes(P, io, DS, DD, DR, DG, USE_R, 0, &mx);
 }
 
 /* Mixed dtypes: one generic instance (the dtype switches stay in the loops). */

@@ -215,7 +215,7 @@ AD_EXPORT int32_t ad_abi_version(void);
 /* Fused loss + gradient on the host. threads <= 0: the library default (ad_cpu_set_threads, initially
  * the number of online CPUs, read once). Safe to call from several threads at once: a call that finds the worker
  * pool busy runs on its caller's thread alone. Each thread that runs rows (pool workers, callers) keeps a row scratch
- * of about 8 * vocab bytes, allocated on its first call and again only when a call has a larger vocabulary (freed at
+ * of about 12 * vocab bytes, allocated on its first call and again only when a call has a larger vocabulary (freed at
  * thread exit); AD_ERR_OUT_OF_MEMORY when that allocation fails. Nothing else is allocated after the pool started.
  * The threads claim tiles of consecutive rows as they go (at most 1024 tiles per call), and the loss is summed tile by
  * tile in row order: status->loss and every output are bit-identical for every thread count. When several rows are

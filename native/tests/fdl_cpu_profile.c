@@ -1,6 +1,7 @@
 /*
  * fdl_cpu_profile.c: where the AVX2 row kernel's time goes, and the floor of its design on this CPU.
- * A measuring tool, not a test (it checks nothing). Built with AD_BUILD_TESTS; needs AVX2 + FMA.
+ * A measuring tool, not a test (it checks nothing). Built with AD_BUILD_TESTS; needs AVX2 + FMA. Built a second time
+ * as fdl_cpu_profile512 (AD_PROF_AVX512): the same for the AVX-512 row kernel (needs AVX-512 F/BW/DQ/VL).
  *
  *   fdl_cpu_profile [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--kernel-only]
  *
@@ -11,15 +12,28 @@
  *   read       streaming read bandwidth of one core (sum of 8-float vectors, 4 accumulators) from buffers sized
  *              for L1, L2, L3 and DRAM: bytes per cycle and GB/s
  *   passes     the row kernel itself (this file compiles fused_distill_loss_rows.c again with a timestamp at each
- *              AD_PROF point): cycles per element of each pass, at the requested V and at V = 16384 (three rows in
+ *              AD_PROF point): ns per element of each pass from rdtsc and from the thread's CPU time (the latter
+ *              leaves out time the core spent on other jobs; cache and memory contention stay in both), cycles, at the requested V and at V = 16384 (three rows in
  *              L2: the passes' compute cost without the L3 traffic)
  */
+#ifdef AD_PROF_AVX512 /* the fdl_cpu_profile512 build: the avx512 row kernel */
+#define AD_ISA_AVX512 1
+#else
 #define AD_ISA_AVX2 1
+#endif
 #define AD_ISA_SUFFIX prof
 #include <stdint.h>
+#include <time.h>
 #include <x86intrin.h>
 static uint64_t g_prof_t[8];
-#define AD_PROF(k) (g_prof_t[(k)] = __rdtsc())
+static double g_prof_c[8]; /* thread CPU time (s): leaves out the time other jobs on a shared machine hold the core */
+static inline double prof_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+#define AD_PROF(k) (g_prof_t[(k)] = __rdtsc(), g_prof_c[(k)] = prof_cpu_s())
 #include "../cpu/fused_distill_loss_rows.c"
 
 #include <stdio.h>
@@ -91,6 +105,13 @@ int main(int argc, char** argv)
     }
     if (reps < 1 || reps > 99) reps = 9;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) { printf("needs avx2 + fma\n"); return 1; }
+#ifdef AD_PROF_AVX512
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512dq")
+        || !__builtin_cpu_supports("avx512vl")) { printf("needs avx512 f/bw/dq/vl\n"); return 1; }
+    printf("isa: avx512 row kernel (16 lanes)\n");
+#else
+    printf("isa: avx2 row kernel (8 lanes)\n");
+#endif
 
     double cpn = 0;
     for (int k = 0; micro && k < 3; k++) { const double c = cycles_per_ns(); if (c > cpn) cpn = c; }
@@ -108,29 +129,29 @@ int main(int argc, char** argv)
             VF a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
             uint64_t c0 = __rdtsc();
             for (int r = 0; r < rounds; r++)
-                for (int i = 0; i < 8192; i += 32) {
+                for (int i = 0; i < 8192; i += 4 * VW) {
                     a0 = vadd(a0, vexp(vload(AD_F32, x, i)));
-                    a1 = vadd(a1, vexp(vload(AD_F32, x, i + 8)));
-                    a2 = vadd(a2, vexp(vload(AD_F32, x, i + 16)));
-                    a3 = vadd(a3, vexp(vload(AD_F32, x, i + 24)));
+                    a1 = vadd(a1, vexp(vload(AD_F32, x, i + VW)));
+                    a2 = vadd(a2, vexp(vload(AD_F32, x, i + 2 * VW)));
+                    a3 = vadd(a3, vexp(vload(AD_F32, x, i + 3 * VW)));
                 }
             ve[k] = (double)(__rdtsc() - c0) * c_per_tick / (rounds * 8192.0);
             c0 = __rdtsc();
             for (int r = 0; r < rounds; r++)
-                for (int i = 0; i < 8192; i += 32) {
+                for (int i = 0; i < 8192; i += 4 * VW) {
                     a0 = vadd(a0, vexpm1_neg(vload(AD_F32, x, i)));
-                    a1 = vadd(a1, vexpm1_neg(vload(AD_F32, x, i + 8)));
-                    a2 = vadd(a2, vexpm1_neg(vload(AD_F32, x, i + 16)));
-                    a3 = vadd(a3, vexpm1_neg(vload(AD_F32, x, i + 24)));
+                    a1 = vadd(a1, vexpm1_neg(vload(AD_F32, x, i + VW)));
+                    a2 = vadd(a2, vexpm1_neg(vload(AD_F32, x, i + 2 * VW)));
+                    a3 = vadd(a3, vexpm1_neg(vload(AD_F32, x, i + 3 * VW)));
                 }
             vm[k] = (double)(__rdtsc() - c0) * c_per_tick / (rounds * 8192.0);
             c0 = __rdtsc();
             for (int r = 0; r < rounds; r++)
-                for (int i = 0; i < 8192; i += 32) {
+                for (int i = 0; i < 8192; i += 4 * VW) {
                     a0 = vadd(a0, vload(AD_F32, x, i));
-                    a1 = vadd(a1, vload(AD_F32, x, i + 8));
-                    a2 = vadd(a2, vload(AD_F32, x, i + 16));
-                    a3 = vadd(a3, vload(AD_F32, x, i + 24));
+                    a1 = vadd(a1, vload(AD_F32, x, i + VW));
+                    a2 = vadd(a2, vload(AD_F32, x, i + 2 * VW));
+                    a3 = vadd(a3, vload(AD_F32, x, i + 3 * VW));
                 }
             vl[k] = (double)(__rdtsc() - c0) * c_per_tick / (rounds * 8192.0);
             volatile float sink = vhmax(vadd(vadd(a0, a1), vadd(a2, a3)));
@@ -155,11 +176,11 @@ int main(int argc, char** argv)
                 VF a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
                 const uint64_t c0 = __rdtsc();
                 for (int r = 0; r < (s == 3 ? 2 : rounds); r++)
-                    for (size_t i = 0; i < n; i += 32) {
+                    for (size_t i = 0; i < n; i += 4 * VW) {
                         a0 = vadd(a0, vload(AD_F32, buf, (int64_t)i));
-                        a1 = vadd(a1, vload(AD_F32, buf, (int64_t)i + 8));
-                        a2 = vadd(a2, vload(AD_F32, buf, (int64_t)i + 16));
-                        a3 = vadd(a3, vload(AD_F32, buf, (int64_t)i + 24));
+                        a1 = vadd(a1, vload(AD_F32, buf, (int64_t)i + VW));
+                        a2 = vadd(a2, vload(AD_F32, buf, (int64_t)i + 2 * VW));
+                        a3 = vadd(a3, vload(AD_F32, buf, (int64_t)i + 3 * VW));
                     }
                 const double cyc = (double)(__rdtsc() - c0) * c_per_tick;
                 v[k] = (double)sizes[s] * (s == 3 ? 2 : rounds) / cyc;
@@ -198,10 +219,10 @@ int main(int argc, char** argv)
         P.ds = P.dd = P.dr = P.dg = bf16 ? AD_BF16 : AD_F32;
         P.beta = 0.1; P.beta2 = 10.0; P.epsilon = 1e-3; P.temperature = 1.0; P.inv_ts = 1.0;
         P.clamp_teacher = 1e30f; P.clamp_student = 1e30f;
-        static double pass[5][99], tot[99];
+        static double pass[5][99], tot[99], cpass[5][99], ctot[99];
         double klsum = 0.0;
         for (int k = 0; k <= reps; k++) {
-            double acc[5] = {0};
+            double acc[5] = {0}, cacc[5] = {0};
             for (int64_t t = 0; t < TT; t++) {
                 ad_row_io io;
                 memset(&io, 0, sizeof io);
@@ -210,22 +231,27 @@ int main(int argc, char** argv)
                 if (ad_fdl_row_prof(&P, &io) != AD_OK) { printf("row error\n"); return 1; }
                 if (k == 0) klsum += io.kl;
                 for (int p = 0; p < 5; p++) acc[p] += (double)(g_prof_t[p + 1] - g_prof_t[p]);
+                for (int p = 0; p < 5; p++) cacc[p] += g_prof_c[p + 1] - g_prof_c[p];
             }
             if (k == 0) continue; /* warm-up */
             tot[k - 1] = 0;
+            ctot[k - 1] = 0;
             for (int p = 0; p < 5; p++) {
                 pass[p][k - 1] = acc[p] / tpn / (double)n; /* ns per element */
                 tot[k - 1] += pass[p][k - 1];
+                cpass[p][k - 1] = cacc[p] * 1e9 / (double)n;
+                ctot[k - 1] += cpass[p][k - 1];
             }
         }
-        static const char* pn[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (2 exp)", "C LSE* (1 exp)", "D grad (0 exp)"};
+        static const char* pn[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (0 exp)", "C LSE* (1 exp)", "D grad (0 exp)"};
         printf("row kernel %s, V = %lld, %lld tokens, aligndistil (median of %d)\n", bf16 ? "bf16" : "f32", (long long)VV,
                (long long)TT, reps);
-        printf("  %-22s %9s %9s\n", "pass", "ns/elem", cpn > 0 ? "cyc/elem" : "");
+        printf("  %-22s %9s %12s %9s\n", "pass", "ns/elem", "cpu ns/elem", cpn > 0 ? "cyc/elem" : "");
         for (int p = 0; p <= 5; p++) {
             const double m = p < 5 ? median(pass[p], reps) : median(tot, reps);
-            if (cpn > 0) printf("  %-22s %9.3f %9.3f\n", p < 5 ? pn[p] : "total", m, m * cpn);
-            else printf("  %-22s %9.3f\n", p < 5 ? pn[p] : "total", m);
+            const double c = p < 5 ? median(cpass[p], reps) : median(ctot, reps);
+            if (cpn > 0) printf("  %-22s %9.3f %12.3f %9.3f\n", p < 5 ? pn[p] : "total", m, c, m * cpn);
+            else printf("  %-22s %9.3f %12.3f\n", p < 5 ? pn[p] : "total", m, c);
         }
         /* FNV-1a of the gradient bytes and the sum of the rows' KL: equal across builds means identical results */
         uint64_t h = 0xcbf29ce484222325ull;

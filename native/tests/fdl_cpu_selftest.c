@@ -202,6 +202,7 @@ typedef struct {
     int oov;                 /* -inf columns */
     int identical;           /* second teacher == dpo */
     int close;               /* student close to the teacher (small K) */
+    double tdelta;           /* > 0: the second teacher is dpo + tdelta N(0, 1) (tvd pass: near / direct forms) */
     int metrics;
 } tcase;
 
@@ -280,6 +281,7 @@ static void make_data(tdata* D, const tcase* c)
                     dv = base[v] + 0.5 * rnd_norm();
                     rv = base[v] + 0.5 * rnd_norm() - 1.0;
                 }
+                if (c->tdelta > 0) rv = dv + c->tdelta * rnd_norm();
                 if (c->identical) rv = dv - 2.5;
                 int is_oov = 0;
                 if (noov) is_oov = (v >= V - noov / 2) || rnd_int(7) == 0;
@@ -667,7 +669,8 @@ static void fd_check(const char* isa)
     }
 }
 
-/* Fixed cases: each variant x dtype x grad dtype, identical teachers, extreme logits, oov, V = 1. */
+/* Fixed cases: each variant x dtype x grad dtype, identical teachers, extreme logits, oov, V = 1, and the tvd's
+ * near / direct forms. */
 static void fixed_cases(const char* isa)
 {
     for (int variant = 0; variant < 5; variant++)
@@ -693,6 +696,26 @@ static void fixed_cases(const char* isa)
     run_case(&c, 2, isa);
     c.in_place = 1; c.ds = c.dd = c.dr = c.dg = AD_BF16;
     run_case(&c, 2, isa);
+    /* the tvd pass's two forms (fused_distill_loss_rows.c, AD_TVD_T = 1/4): teachers that nearly agree (every
+     * |delta| far below 1/4: the polynomial for 1 - e^-|delta|, tvd ~ 1e-5 .. 1e-3 where alpha is ill-conditioned),
+     * |delta| spread around 1/4 (both forms in one row), far apart (the direct difference); with and without a student
+     * close to the teacher, f32 and bf16, -inf columns, and extreme rows (logits ~1e4) */
+    static const double tds[] = {1e-5, 1e-3, 0.25, 2.0};
+    for (int k = 0; k < 4; k++)
+        for (int cl = 0; cl < 2; cl++) {
+            c = base_case();
+            c.tdelta = tds[k]; c.close = cl; c.B = 1; c.T = 3; c.V = k == 1 ? 151936 : 4099;
+            run_case(&c, 2, isa);
+            c.oov = 1; c.variant = AD_VARIANT_ADAPTIVE;
+            run_case(&c, 1, isa);
+            c.oov = 0; c.variant = AD_VARIANT_ALIGNDISTIL; c.ds = c.dd = c.dr = AD_BF16; c.dg = AD_F32;
+            run_case(&c, 1, isa);
+        }
+    for (int k = 0; k < 4; k++) {
+        c = base_case();
+        c.extreme = 1; c.tdelta = tds[k] * 1e4; c.B = 1; c.T = 2; c.V = 50257;
+        run_case(&c, 2, isa);
+    }
 }
 
 /* ------------------------------------------------------------------------------------- error cases */
