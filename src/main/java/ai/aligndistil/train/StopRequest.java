@@ -23,10 +23,11 @@ import sun.misc.SignalHandler;
  * JVM refuses a handler (e.g. under {@code -Xrs}) the signal keeps its default behaviour and {@link #problem()}
  * says why.
  *
- * <p>Several processes (data parallelism, issue 14, not built yet): each rank installs its own request;
- * {@link #agreedAtStepBoundary} is the one place where the ranks must agree, at the same optimiser step, on
- * whether to stop (an all-reduce of the flag, max), so that every rank saves the same step and exits together.
- * With one process it is the local flag.
+ * <p>Several processes (data parallelism): each rank installs its own request (the launcher of
+ * {@code --nproc-per-node} also forwards SIGTERM to its workers); at every optimiser-step boundary the training loop
+ * all-reduces {@link #agreedAtStepBoundary} across the ranks ({@code DistGroup.any}), so a signal reaching any rank
+ * stops every rank after the same step, rank 0 saves it, and a rank that learns of the stop from another calls
+ * {@link #request} itself so that it exits with the same code (DataParallelStopTest).
  */
 public final class StopRequest implements AutoCloseable {
     /** Exit status of a run stopped by a signal: 128 + the signal number (SIGTERM 15 → 143, SIGINT 2 → 130). */
@@ -94,10 +95,8 @@ public final class StopRequest implements AutoCloseable {
     public void saving(boolean s) { this.saving = s; }
 
     /**
-     * Whether the run stops after optimiser step {@code step}, decided at the step boundary. One process: the local
-     * flag. Data parallelism (issue 14, not built yet): every rank calls this at the same step and the answer must
-     * be the all-reduced (max) flag, so a signal reaching any rank stops all of them at the same step; this method
-     * is where that collective goes.
+     * Whether this rank asks to stop after optimiser step {@code step}, read at the step boundary: the local flag.
+     * With data parallelism the training loop all-reduces it across the ranks (see the class comment).
      */
     public boolean agreedAtStepBoundary(long step) {
         return requested();
