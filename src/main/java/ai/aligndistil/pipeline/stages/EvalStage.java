@@ -164,9 +164,9 @@ public final class EvalStage {
                 double[] rw = task != null ? ps.rewards(task, s) : new double[0];
                 double win = 0;
                 if (initRewards != null) for (int i = 0; i < rw.length; i++) win += rw[i] > initRewards[i] ? 1 : rw[i] == initRewards[i] ? 0.5 : 0;
-                double[] sums = {s.size(), sum(rw), sumSq(rw), win, init != null && !s.isEmpty() ? sum(Sampler.sequenceKl(m, init, s, text.pad(), 64)) : 0,
-                        dpo != null && !s.isEmpty() ? sum(Sampler.sequenceKl(m, dpo, s, text.pad(), 64)) : 0, sum(PromptSet.lengths(s)),
-                        task != null ? sum(PromptSet.perWord(rw, s)) : 0};
+                double[] sums = {s.size(), PromptSet.sum(rw), PromptSet.sumSq(rw), win, init != null && !s.isEmpty() ? PromptSet.sum(Sampler.sequenceKl(m, init, s, text.pad(), 64)) : 0,
+                        dpo != null && !s.isEmpty() ? PromptSet.sum(Sampler.sequenceKl(m, dpo, s, text.pad(), 64)) : 0, PromptSet.sum(PromptSet.lengths(s)),
+                        task != null ? PromptSet.sum(PromptSet.perWord(rw, s)) : 0};
                 sums = dist.allReduceSum(sums, "all-reduce of the evaluation of " + e.getKey());
                 double n = sums[0], mean = sums[1] / n;
                 Map<String, Object> r = new LinkedHashMap<>();
@@ -195,18 +195,6 @@ public final class EvalStage {
     /** The contiguous slice [from, to) of n items that belongs to this rank. */
     private static int[] slice(int n, DistGroup dist) {
         return new int[] {(int) ((long) n * dist.rank() / dist.worldSize()), (int) ((long) n * (dist.rank() + 1) / dist.worldSize())};
-    }
-
-    private static double sum(double[] v) {
-        double s = 0;
-        for (double d : v) s += d;
-        return s;
-    }
-
-    private static double sumSq(double[] v) {
-        double s = 0;
-        for (double d : v) s += d * d;
-        return s;
     }
 
     private static Map<String, Object> rewardAccuracy(Options o, Options so, Stage.Text text, CausalLM dpo, CausalLM init, PrintStream err) throws IOException {

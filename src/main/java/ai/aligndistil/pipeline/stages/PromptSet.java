@@ -152,13 +152,15 @@ public record PromptSet(List<long[]> ids, int[] lastWord) {
         };
     }
 
-    private static double sum(double[] v) {
+    /** The sum of the values (the sharded measurements add these across ranks). */
+    static double sum(double[] v) {
         double s = 0;
         for (double d : v) s += d;
         return s;
     }
 
-    private static double sumSq(double[] v) {
+    /** The sum of the squared values. */
+    static double sumSq(double[] v) {
         double s = 0;
         for (double d : v) s += d * d;
         return s;
