@@ -87,9 +87,7 @@ public final class EvalStage {
         if (dist.distributed()) return runSharded(o, err, dist);
         Map<String, Path> models = models(o.require("models"));
         Path first = o.has("init") ? o.path("init") : models.values().iterator().next();
-        Options so = Stage.common("eval").defaults().with("system-prompt", o.str("system-prompt")).with("eos", o.str("eos")).with("dtype", o.str("dtype"))
-                .with("device", o.str("device"));
-        Stage.device(so); // a device that cannot be used stops here, before any model is loaded or file written
+        Options so = modelOptions(o);
         Stage.Text text = Stage.Text.of(first, so);
         BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
         int k = o.integer("samples"), maxNew = o.integer("generate-max-len"), minNew = o.integer("min-new-tokens");
@@ -134,13 +132,22 @@ public final class EvalStage {
         return result;
     }
 
+    /**
+     * The options the models are loaded with (template, EOS, dtype, device), checked: a device that cannot be used
+     * stops here, before any model is loaded or file written.
+     */
+    private static Options modelOptions(Options o) {
+        Options so = Stage.common("eval").defaults().with("system-prompt", o.str("system-prompt")).with("eos", o.str("eos")).with("dtype", o.str("dtype"))
+                .with("device", o.str("device"));
+        Stage.device(so);
+        return so;
+    }
+
     /** {@link #run} over the ranks of {@code dist} (see there). */
     private static Map<String, Object> runSharded(Options o, PrintStream err, DistGroup dist) throws IOException {
         Map<String, Path> models = models(o.require("models"));
         Path first = o.has("init") ? o.path("init") : models.values().iterator().next();
-        Options so = Stage.common("eval").defaults().with("system-prompt", o.str("system-prompt")).with("eos", o.str("eos")).with("dtype", o.str("dtype"))
-                .with("device", o.str("device"));
-        Stage.device(so); // a device that cannot be used stops here, before any model is loaded or file written
+        Options so = modelOptions(o);
         Stage.Text text = Stage.Text.of(first, so);
         BuiltinTask task = o.has("task") ? BuiltinTask.load(o.path("task")) : null;
         int k = o.integer("samples"), maxNew = o.integer("generate-max-len"), minNew = o.integer("min-new-tokens");
