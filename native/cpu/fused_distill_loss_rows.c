@@ -4,8 +4,10 @@
  *
  * One selected row (s = student, d = DPO, r = second teacher), V columns. Computes alpha, coef, K = KL(p || q) and the
  * metrics of the row and writes its gradient row; runs on the calling worker thread, one row at a time. Never
- * materialises p or q: besides the grad row it overwrites only the row scratch io->w (3 x (V + padding) floats per
- * thread, from the driver):
+ * materialises p or q. Two row designs (ad_row_recompute picks one per row):
+ *
+ * CACHING (avx2, portable; avx512 16-bit rows below AD_RECOMPUTE_MIN_V columns): 4 exps per element. Besides the grad
+ * row it overwrites the row scratch io->w (3 x (V + padding) floats per thread, from the driver):
  *   pass 0  (no exp)   row maxima m_s, m_d, m_r, row minima, and the validity check (NaN / +inf / partial -inf). The
  *                      minima decide whether the clamps below can bite; when they cannot (every column finite, no
  *                      centred value beyond the clamps) and Ts = T = 1, the passes run without clamps or scalings
@@ -21,10 +23,22 @@
  *   pass C  (1 exp)    LSE* = M + log S of w = (d' + c f)/T (= z'/T), blockwise max; w is stored over e^d' (row 0)
  *   pass D  (0 exp)    g = (coef row_scale/Ts) p (s' - (w - M) - (log Z_s - log S + K)),  p = e^s' / Z_s with e^s'
  *                      stored by pass A and w by pass C in the row scratch (pass D reads s, w and e^s')
- * Exps per element: 4 (3 + 0 + 1). The gradient's p e^s' (coef row_scale / (Ts Z_s)) has a relative error of at most
- * the exp's 1.7e-7 plus two f32 roundings (1.2e-7).
- * with K = (U_s/Z_s - log Z_s) - ((U_d + c U_f)/(T Z_s) - LSE*). Writing the teacher as d' + c (d' - r')
- * rather than a d' + b r' avoids the cancellation of two large products when alpha is large.
+ *
+ * RECOMPUTING (avx512: f32 rows, and 16-bit rows of at least AD_RECOMPUTE_MIN_V columns): 7 exps per element, no row
+ * scratch (io->w is not touched), four sweeps over the inputs instead of five and no scratch traffic. On a core whose
+ * L2 cannot hold the three input rows and the scratch (1.8 + 1.8 MB at V = 151,936, f32) the caching design streams
+ * every pass from L3; the 16-lane exps cost less than those bytes (measured: see ad_row_recompute).
+ *   pass 0A (3 exp)    pass 0 and pass A in one sweep, block by block against running maxima, the f64 sums rescaled
+ *                      when a maximum grows (pass0a_online); FAST rows only (Ts = T = 1, every value finite, no
+ *                      clamp can bite), others take pass 0 and pass A as above (without the stores)
+ *   pass B  (2 exp)    as above with e^d', e^r' recomputed: the same values bit for bit
+ *   pass C  (1 exp)    as above, w kept for one block only (an L1 buffer)
+ *   pass D  (1 exp)    as above with e^s' and w recomputed: the same values bit for bit
+ *   Every sweep prefetches AD_PF_DIST columns ahead (the L2 streamer stops at 4 KiB pages).
+ *
+ * Both: the gradient's p e^s' (coef row_scale / (Ts Z_s)) has a relative error of at most the exp's 1.7e-7 plus two
+ * f32 roundings (1.2e-7), with K = (U_s/Z_s - log Z_s) - ((U_d + c U_f)/(T Z_s) - LSE*). Writing the teacher as
+ * d' + c (d' - r') rather than a d' + b r' avoids the cancellation of two large products when alpha is large.
  *
  * Columns that are -inf in all three rows (outside the vocabulary, and the padded lanes of the last
  * partial vector) never contribute: the centred values are clamped to a large negative finite number
@@ -33,6 +47,7 @@
  * lane sums run over blocks of AD_BLK columns and are folded lane-wise into f64 accumulators (f64 only there: the row
  * sums, and the scalars of the KL).
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include <stdint.h>
@@ -106,6 +121,61 @@ typedef struct {
     float m_s, m_d, m_r;
 } ad_row_max;
 
+/* pass A's sums: Z_x = sum e^x', U_x = sum e^s' x' (x = s, d, r), U_f = sum e^s' f */
+typedef struct {
+    double Zs, Zd, Zr, Us, Ud, Ur, Uf;
+} ad_row_sums;
+
+/* The centred values of one vector, from names in scope in the passes: CLAMP (the row's clamped path), tail_ (from
+ * AD_LOOP), and the constants vms, vmd, vmr, vits, vcls, vclt, vclt_pos, vcm (= m_d - m_r in f32). */
+/* CL: this vector takes the clamped path (CLAMP, or the partial last vector, whose missing lanes read -inf) */
+#define CL (CLAMP || tail_)
+/* (-inf) - (-inf) = NaN outside the vocabulary: vmax(NaN, c) = c keeps it finite there */
+#define AD_DIFF(d, r) (CL ? vmin(vmax(vsub(vsub((d), (r)), vcm), vclt), vclt_pos) : vsub(vsub((d), (r)), vcm))
+#define AD_SP(s) (CL ? vmax(vmul(vsub((s), vms), vits), vcls) : vsub((s), vms))
+#define AD_TP(x, vm) (CL ? vmax(vsub((x), (vm)), vclt) : vsub((x), (vm)))
+
+#ifndef AD_PF_DIST
+#define AD_PF_DIST AD_BLK
+#endif
+#ifndef AD_PF_PASSES
+#define AD_PF_PASSES 1
+#endif
+/* one prefetch per 64-byte line: a vector of fewer bytes (16-bit rows, 8-lane f32) requests every 64 / its bytes-th */
+AD_INL void ad_prefetch(const int dt, const void* base, const int64_t i)
+{
+    const int64_t es = dt == AD_F32 ? 4 : 2;
+    if (VW * es >= 64 || ((i * es) & 63) == 0) __builtin_prefetch((const char*)base + i * es, 0, 3);
+}
+
+/* The row design (the comment at the top): RECOMPUTING on the avx512 path for f32 rows, and for 16-bit rows of at least
+ * AD_RECOMPUTE_MIN_V columns; CACHING elsewhere. Measured on the 2-core Xeon family 6 model 207 of issue 15 (2 MiB L2,
+ * benchmarks/results/profile-cpu-*-recompute.md): avx512 f32 V = 151,936 2.7 ns/element against 3.8, V = 32,000 2.9
+ * against 3.5; bf16 V = 151,936 2.8-3.0 against 3.2-3.5 but V = 32,000 2.9-3.2 against 2.55; avx2 (8 lanes, the exps
+ * cost twice as much) caching is faster at every size (4.2-4.3 against 4.6-4.9 at V = 151,936). */
+#ifndef AD_RECOMPUTE_MIN_V
+#define AD_RECOMPUTE_MIN_V 65536
+#endif
+AD_INL int ad_row_recompute(const int64_t vocab, const int ds)
+{
+#if defined(AD_ISA_AVX512) || defined(AD_FORCE_RECOMPUTE)
+    return ds == AD_F32 || vocab >= AD_RECOMPUTE_MIN_V;
+#else
+    (void)vocab; (void)ds;
+    return 0;
+#endif
+}
+
+/* pass 0's clamp test: 1 when a clamp of the passes can bite, given the row's maxima and minima (n_*) */
+AD_INL int clamps_bite(const ad_row_params* P, const int USE_R, const ad_row_max* mx, float n_s, float n_d, float n_r)
+{
+    const float cls = P->clamp_student, clt = P->clamp_teacher, cm = mx->m_d - mx->m_r;
+    int c = P->inv_ts != 1.0 || P->temperature != 1.0;
+    c = c || !((n_s - mx->m_s) >= -cls) || !((n_d - mx->m_d) >= -clt);
+    if (USE_R) c = c || !((n_r - mx->m_r) >= -clt) || !(((mx->m_d - n_r) - cm) <= clt) || !(((n_d - mx->m_r) - cm) >= -clt);
+    return c;
+}
+
 /* pass 0: maxima, minima and validity. Returns AD_OK and sets *mx and *clamp (1 when a clamp can bite), or an error. */
 AD_INL int pass0(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR, const int USE_R,
                  ad_row_max* mx, int* clamp)
@@ -160,16 +230,129 @@ AD_INL int pass0(const ad_row_params* P, ad_row_io* io, const int DS, const int 
      * input, so they cannot bite when they do not bite at the row's extreme values: then the FAST passes compute the
      * same values. A -inf column (any_bad here: the probe saw one) always takes the clamped path. */
     const float n_s = -vhmax(vsub(vzero(), ns)), n_d = -vhmax(vsub(vzero(), nd)), n_r = USE_R ? -vhmax(vsub(vzero(), nr)) : 0.0f;
-    const float cls = P->clamp_student, clt = P->clamp_teacher, cm = mx->m_d - mx->m_r;
-    int c = any_bad || P->inv_ts != 1.0 || P->temperature != 1.0;
-    c = c || !((n_s - mx->m_s) >= -cls) || !((n_d - mx->m_d) >= -clt);
-    if (USE_R) c = c || !((n_r - mx->m_r) >= -clt) || !(((mx->m_d - n_r) - cm) <= clt) || !(((n_d - mx->m_r) - cm) >= -clt);
-    *clamp = c;
+    *clamp = any_bad || clamps_bite(P, USE_R, mx, n_s, n_d, n_r);
     return AD_OK;
 }
 
+/* pass 0A (recomputing design, Ts = T = 1): pass 0 and pass A in one sweep, block by block. Each block is read from
+ * memory once for its maxima, minima and the validity probe, then from L1 (3 x AD_BLK columns, 6 KiB with f32) for
+ * its exps, taken against the running maxima, which include the block, so every exp is of a value <= 0. When a
+ * maximum grows by -a (a = old - new) the f64 sums move with it: Z_x <- e^a_x Z_x, and U_s, U_d, U_r, U_f <-
+ * e^a_s (U + a Z_s) with a the shift of that term's own centring (for U_f the shift of m_d - m_r, as the f32 value
+ * the passes use). Returns 1, with nothing written, when the row is not FAST: a value that is not finite (a -inf
+ * column included), or a clamp that could bite against the final maxima (the minima of the partial last vector leave
+ * out its -inf lanes); the caller then takes pass 0 and pass A. */
+AD_INL int pass0a_online(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR,
+                         const int USE_R, ad_row_max* mx, ad_row_sums* o)
+{
+    const int64_t V = P->vocab;
+    const void* const S = io->s;
+    const void* const D = io->d;
+    const void* const R = io->r;
+    const int CLAMP = 0;
+    const VF vits = vset(1.0f), vcls = vset(-P->clamp_student);
+    const VF vclt = vset(-P->clamp_teacher), vclt_pos = vset(P->clamp_teacher);
+    const VF vlow = vset(-FLT_MAX), vpinf = vset(INFINITY);
+    float ms = -INFINITY, md = -INFINITY, mr = USE_R ? -INFINITY : 0.0f, cmf = 0.0f;
+    VF ns = vset(INFINITY), nd = ns, nr = ns;
+    double Zs = 0.0, Zd = 0.0, Zr = 0.0, Us = 0.0, Ud = 0.0, Ur = 0.0, Uf = 0.0;
+    for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
+        const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
+        const VF z0 = vzero();
+        VF bs = vset(-INFINITY), bd = bs, br = bs;
+        VF probe = vzero(); /* stays 0 while every value is finite, NaN otherwise */
+        int tail_bad = 0;
+        AD_LOOP(b0, b1, {
+            VF s = LD(DS, S);
+            VF d = LD(DD, D);
+            VF r = USE_R ? LD(DR, R) : s;
+            bs = vmax(bs, s);
+            bd = vmax(bd, d);
+            if (USE_R) br = vmax(br, r);
+            if (tail_) {
+                tail_bad = vbadbits(s, d, r) != 0;
+                /* the minima leave out the -inf lanes (past the end of the row, or -inf in all three rows) */
+                s = vsel_lt(s, vlow, vpinf, s);
+                d = vsel_lt(d, vlow, vpinf, d);
+                r = vsel_lt(r, vlow, vpinf, r);
+            } else {
+                VF t = vfma(d, z0, vmul(s, z0));
+                if (USE_R) t = vfma(r, z0, t);
+                probe = vadd(probe, t);
+            }
+            ns = vmin(ns, s);
+            nd = vmin(nd, d);
+            if (USE_R) nr = vmin(nr, r);
+        });
+        if (tail_bad || vany_nan(probe)) return 1;
+        const float hs = vhmax(bs), hd = vhmax(bd), hr = USE_R ? vhmax(br) : 0.0f;
+        const float ms1 = hs > ms ? hs : ms, md1 = hd > md ? hd : md, mr1 = hr > mr ? hr : mr;
+        if (!(md1 > -INFINITY) || !(ms1 > -INFINITY) || !(mr1 > -INFINITY)) return 1; /* -inf tail lanes only */
+        const float cm1 = md1 - mr1;
+        if (b0 > 0 && (ms1 != ms || md1 != md || mr1 != mr)) {
+            const double as = (double)ms - ms1, ad = (double)md - md1, ar = (double)mr - mr1;
+            const double af = (double)cmf - cm1, es = exp(as);
+            Us = es * (Us + as * Zs);
+            Ud = es * (Ud + ad * Zs);
+            Ur = es * (Ur + ar * Zs);
+            Uf = es * (Uf + af * Zs);
+            Zs *= es;
+            Zd *= exp(ad);
+            Zr *= exp(ar);
+        }
+        ms = ms1; md = md1; mr = mr1; cmf = cm1;
+        const VF vms = vset(ms), vmd = vset(md), vmr = vset(mr), vcm = vset(cmf);
+        VF zs = vzero(), zd = vzero(), zr = vzero(), us = vzero(), ud = vzero(), ur = vzero(), uf = vzero();
+        AD_LOOP(b0, b1, {
+            /* the next block's lines, while this one's exps run (one request per vector and row: a line, or half
+             * a line for 16-bit rows; past the row's end a prefetch does nothing) */
+            ad_prefetch(DS, S, i_ + AD_PF_DIST);
+            ad_prefetch(DD, D, i_ + AD_PF_DIST);
+            if (USE_R) ad_prefetch(DR, R, i_ + AD_PF_DIST);
+            const VF sp = AD_SP(LD(DS, S));
+            const VF d = LD(DD, D);
+            const VF dp = AD_TP(d, vmd);
+            const VF es = vexp(sp);
+            const VF ed = vexp(dp);
+            zs = vadd(zs, es);
+            zd = vadd(zd, ed);
+            us = vfma(es, sp, us);
+            ud = vfma(es, dp, ud);
+            if (USE_R) {
+                const VF r = LD(DR, R);
+                const VF rp = AD_TP(r, vmr);
+                const VF er = vexp(rp);
+                zr = vadd(zr, er);
+                ur = vfma(es, rp, ur);
+                uf = vfma(es, AD_DIFF(d, r), uf);
+            }
+            AD_KEEP(zs); AD_KEEP(zd); AD_KEEP(us); AD_KEEP(ud);
+            if (USE_R) { AD_KEEP(zr); AD_KEEP(ur); AD_KEEP(uf); }
+        });
+        DACC t;
+        t = dacc_zero(); dacc_add(&t, zs); Zs += dacc_sum(t);
+        t = dacc_zero(); dacc_add(&t, zd); Zd += dacc_sum(t);
+        t = dacc_zero(); dacc_add(&t, us); Us += dacc_sum(t);
+        t = dacc_zero(); dacc_add(&t, ud); Ud += dacc_sum(t);
+        if (USE_R) {
+            t = dacc_zero(); dacc_add(&t, zr); Zr += dacc_sum(t);
+            t = dacc_zero(); dacc_add(&t, ur); Ur += dacc_sum(t);
+            t = dacc_zero(); dacc_add(&t, uf); Uf += dacc_sum(t);
+        }
+    }
+    mx->m_s = ms;
+    mx->m_d = md;
+    mx->m_r = mr;
+    const float n_s = -vhmax(vsub(vzero(), ns)), n_d = -vhmax(vsub(vzero(), nd)), n_r = USE_R ? -vhmax(vsub(vzero(), nr)) : 0.0f;
+    if (clamps_bite(P, USE_R, mx, n_s, n_d, n_r)) return 1;
+    o->Zs = Zs; o->Zd = Zd; o->Zr = USE_R ? Zr : 1.0;
+    o->Us = Us; o->Ud = Ud; o->Ur = Ur; o->Uf = Uf;
+    return 0;
+}
+
 AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR,
-                      const int DG, const int USE_R, const int CLAMP, const ad_row_max* mx)
+                      const int DG, const int USE_R, const int CLAMP, const int RECOMP, const ad_row_max* mx,
+                      const ad_row_sums* pre)
 {
     const int64_t V = P->vocab;
     const void* const S = io->s;
@@ -182,12 +365,6 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
     const VF vcls = vset(-P->clamp_student), vclt = vset(-P->clamp_teacher), vclt_pos = vset(P->clamp_teacher);
     /* diff = d' - r' = (d - r) - (m_d - m_r): d - r is exact when the teachers are close */
     const VF vcm = vset(m_d - m_r);
-/* CL: this vector takes the clamped path (CLAMP, or the partial last vector, whose missing lanes read -inf) */
-#define CL (CLAMP || tail_)
-/* (-inf) - (-inf) = NaN outside the vocabulary: vmax(NaN, c) = c keeps it finite there */
-#define AD_DIFF(d, r) (CL ? vmin(vmax(vsub(vsub((d), (r)), vcm), vclt), vclt_pos) : vsub(vsub((d), (r)), vcm))
-#define AD_SP(s) (CL ? vmax(vmul(vsub((s), vms), vits), vcls) : vsub((s), vms))
-#define AD_TP(x, vm) (CL ? vmax(vsub((x), (vm)), vclt) : vsub((x), (vm)))
 
     const int64_t RS = ad_row_scratch_stride(V);
     float* const W = io->w;            /* row 0: e^d' (pass A), then w (pass C) */
@@ -197,40 +374,46 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
 
     AD_PROF(1);
     /* ------------------------------------------------------------ pass A: partition functions, U sums */
-    DACC aZs = dacc_zero(), aZd = dacc_zero(), aZr = dacc_zero();
-    DACC aUs = dacc_zero(), aUd = dacc_zero(), aUr = dacc_zero(), aUf = dacc_zero();
-    for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
-        const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
-        VF zs = vzero(), zd = vzero(), zr = vzero(), us = vzero(), ud = vzero(), ur = vzero(), uf = vzero();
-        AD_LOOP(b0, b1, {
-            const VF sp = AD_SP(LD(DS, S));
-            const VF d = LD(DD, D);
-            const VF dp = AD_TP(d, vmd);
-            const VF es = vexp(sp);
-            vstore(AD_F32, E, i_, es); /* pass D's p = e^s' / Z_s (a partial last vector fills the padding) */
-            const VF ed = vexp(dp);
-            zs = vadd(zs, es);
-            zd = vadd(zd, ed);
-            us = vfma(es, sp, us);
-            ud = vfma(es, dp, ud);
-            if (USE_R) {
-                vstore(AD_F32, ED, i_, ed); /* pass B's pd */
-                const VF r = LD(DR, R);
-                const VF rp = AD_TP(r, vmr);
-                const VF er = vexp(rp);
-                vstore(AD_F32, ER, i_, er); /* pass B's pr */
-                zr = vadd(zr, er);
-                ur = vfma(es, rp, ur);
-                uf = vfma(es, AD_DIFF(d, r), uf);
-            }
-            AD_KEEP(zs); AD_KEEP(zd); AD_KEEP(us); AD_KEEP(ud);
-            if (USE_R) { AD_KEEP(zr); AD_KEEP(ur); AD_KEEP(uf); }
-        });
-        dacc_add(&aZs, zs); dacc_add(&aZd, zd); dacc_add(&aUs, us); dacc_add(&aUd, ud);
-        if (USE_R) { dacc_add(&aZr, zr); dacc_add(&aUr, ur); dacc_add(&aUf, uf); }
+    ad_row_sums sm;
+    if (pre != NULL) {
+        sm = *pre; /* pass 0A took them */
+    } else {
+        DACC aZs = dacc_zero(), aZd = dacc_zero(), aZr = dacc_zero();
+        DACC aUs = dacc_zero(), aUd = dacc_zero(), aUr = dacc_zero(), aUf = dacc_zero();
+        for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
+            const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
+            VF zs = vzero(), zd = vzero(), zr = vzero(), us = vzero(), ud = vzero(), ur = vzero(), uf = vzero();
+            AD_LOOP(b0, b1, {
+                const VF sp = AD_SP(LD(DS, S));
+                const VF d = LD(DD, D);
+                const VF dp = AD_TP(d, vmd);
+                const VF es = vexp(sp);
+                if (!RECOMP) vstore(AD_F32, E, i_, es); /* pass D's p = e^s' / Z_s (a partial last vector fills the padding) */
+                const VF ed = vexp(dp);
+                zs = vadd(zs, es);
+                zd = vadd(zd, ed);
+                us = vfma(es, sp, us);
+                ud = vfma(es, dp, ud);
+                if (USE_R) {
+                    if (!RECOMP) vstore(AD_F32, ED, i_, ed); /* pass B's pd */
+                    const VF r = LD(DR, R);
+                    const VF rp = AD_TP(r, vmr);
+                    const VF er = vexp(rp);
+                    if (!RECOMP) vstore(AD_F32, ER, i_, er); /* pass B's pr */
+                    zr = vadd(zr, er);
+                    ur = vfma(es, rp, ur);
+                    uf = vfma(es, AD_DIFF(d, r), uf);
+                }
+                AD_KEEP(zs); AD_KEEP(zd); AD_KEEP(us); AD_KEEP(ud);
+                if (USE_R) { AD_KEEP(zr); AD_KEEP(ur); AD_KEEP(uf); }
+            });
+            dacc_add(&aZs, zs); dacc_add(&aZd, zd); dacc_add(&aUs, us); dacc_add(&aUd, ud);
+            if (USE_R) { dacc_add(&aZr, zr); dacc_add(&aUr, ur); dacc_add(&aUf, uf); }
+        }
+        sm.Zs = dacc_sum(aZs); sm.Zd = dacc_sum(aZd); sm.Us = dacc_sum(aUs); sm.Ud = dacc_sum(aUd);
+        sm.Zr = USE_R ? dacc_sum(aZr) : 1.0; sm.Ur = USE_R ? dacc_sum(aUr) : 0.0; sm.Uf = USE_R ? dacc_sum(aUf) : 0.0;
     }
-    const double Zs = dacc_sum(aZs), Zd = dacc_sum(aZd), Us = dacc_sum(aUs), Ud = dacc_sum(aUd);
-    const double Zr = USE_R ? dacc_sum(aZr) : 1.0, Ur = USE_R ? dacc_sum(aUr) : 0.0, Uf = USE_R ? dacc_sum(aUf) : 0.0;
+    const double Zs = sm.Zs, Zd = sm.Zd, Us = sm.Us, Ud = sm.Ud, Zr = sm.Zr, Ur = sm.Ur, Uf = sm.Uf;
     const double lZd = log(Zd), lZr = log(Zr);
 
     AD_PROF(2);
@@ -250,10 +433,13 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
             const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
             VF tv = vzero();
             AD_LOOP(b0, b1, {
-                const VF pd = vmul(vload(AD_F32, ED, i_), via); /* scratch rows: whole vectors (padded) */
-                const VF pr = vmul(vload(AD_F32, ER, i_), vib);
+                if (RECOMP && AD_PF_PASSES) { ad_prefetch(DD, D, i_ + AD_PF_DIST); ad_prefetch(DR, R, i_ + AD_PF_DIST); }
+                const VF dl = LD(DD, D), rl = LD(DR, R);
+                /* e^d', e^r': pass A's values bit for bit, stored (scratch rows: whole vectors, padded) or recomputed */
+                const VF pd = vmul(RECOMP ? vexp(AD_TP(dl, vmd)) : vload(AD_F32, ED, i_), via);
+                const VF pr = vmul(RECOMP ? vexp(AD_TP(rl, vmr)) : vload(AD_F32, ER, i_), vib);
                 const VF direct = vabs(vsub(pd, pr));
-                const VF x = vabs(vsub(vsub(vsub(LD(DD, D), LD(DR, R)), vcm), vclz));
+                const VF x = vabs(vsub(vsub(vsub(dl, rl), vcm), vclz));
                 VF q = vfma(vset(AD_TVD_P5), x, vset(AD_TVD_P4));
                 q = vfma(q, x, vset(AD_TVD_P3));
                 q = vfma(q, x, vset(AD_TVD_P2));
@@ -294,16 +480,20 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
      * value as d' 1 + c f. */
     double M = -INFINITY, Ssum = 0.0;
     {
+        float wblk[AD_BLK + AD_ROW_PAD] __attribute__((aligned(64)));
         for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
             const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
             VF wm = vset(-INFINITY);
+            /* RECOMP: the block's w only, in an L1 buffer (pass D recomputes w) */
+            float* const WB = RECOMP ? wblk : W + b0;
             AD_LOOP(b0, b1, {
+                if (RECOMP && AD_PF_PASSES) { ad_prefetch(DD, D, i_ + AD_PF_DIST); if (USE_R) ad_prefetch(DR, R, i_ + AD_PF_DIST); }
                 const VF d = LD(DD, D);
                 VF w = AD_TP(d, vmd);
                 if (CL) w = vmul(w, viT);
                 if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
                 if (CL) w = vsel_out(vis_ninf(d), w); /* outside the vocabulary */
-                vstore(AD_F32, W, i_, w); /* a partial last vector fills the scratch's padding */
+                vstore(AD_F32, WB, i_ - b0, w); /* a partial last vector fills the scratch's padding */
                 wm = vmax(wm, w);
             });
             const float bm = vhmax(wm);
@@ -315,7 +505,7 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
             const VF vM = vset((float)M);
             VF acc = vzero();
             const int64_t nb = b1 - b0;
-            for (int64_t k = 0; k < nb; k += VW) acc = vadd(acc, vexp(vsub(vload(AD_F32, W, b0 + k), vM)));
+            for (int64_t k = 0; k < nb; k += VW) acc = vadd(acc, vexp(vsub(vload(AD_F32, WB, k), vM)));
             DACC t = dacc_zero();
             dacc_add(&t, acc);
             Ssum += dacc_sum(t);
@@ -365,8 +555,23 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
         VF pu = vzero(), pt = vzero();
         AD_LOOP(b0, b1, {
             const VF sp = AD_SP(LD(DS, S));
-            const VF w = vload(AD_F32, W, i_); /* pass C's values, bit for bit (padded: whole vectors) */
-            const VF e = vload(AD_F32, E, i_); /* e^s' from pass A */
+            VF w, e;
+            if (RECOMP) { /* pass C's w and pass A's e^s', bit for bit, from the inputs */
+                if (AD_PF_PASSES) {
+                    ad_prefetch(DS, S, i_ + AD_PF_DIST);
+                    ad_prefetch(DD, D, i_ + AD_PF_DIST);
+                    if (USE_R) ad_prefetch(DR, R, i_ + AD_PF_DIST);
+                }
+                const VF d = LD(DD, D);
+                w = AD_TP(d, vmd);
+                if (CL) w = vmul(w, viT);
+                if (USE_R) w = vfma(AD_DIFF(d, LD(DR, R)), vcT, w);
+                if (CL) w = vsel_out(vis_ninf(d), w);
+                e = vexp(sp);
+            } else {
+                w = vload(AD_F32, W, i_); /* pass C's values, bit for bit (padded: whole vectors) */
+                e = vload(AD_F32, E, i_); /* e^s' from pass A */
+            }
             const VF u = vsub(sp, vsub(w, vM));
             pu = vfma(e, u, pu);
             pt = vadd(pt, e);
@@ -382,10 +587,6 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
     double Kd = (dacc_sum(aPU) - (logZs - logS) * dacc_sum(aP)) / Zs;
     if (Kd < 0.0 && Kd > -1e-12) Kd = 0.0; /* rounding noise of an exact zero; larger negatives are kept */
     io->kl = Kd;
-#undef AD_DIFF
-#undef AD_SP
-#undef AD_TP
-#undef CL
     AD_PROF(5);
     return AD_OK;
 }
@@ -394,13 +595,22 @@ AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const i
                     const int DG, const int USE_R)
 {
     AD_PROF(0);
-    /* ------------------------------------------------------------ pass 0: maxima + validity */
     ad_row_max mx;
+    const int recomp = ad_row_recompute(P->vocab, DS);
+    if (recomp && P->inv_ts == 1.0 && P->temperature == 1.0) {
+        /* ------------------------------------------------------------ pass 0A: maxima, validity, Z and U sums */
+        ad_row_sums sm;
+        if (pass0a_online(P, io, DS, DD, DR, USE_R, &mx, &sm) == 0) {
+            AD_PROF(1);
+            return row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 1, &mx, &sm);
+        }
+    }
+    /* ------------------------------------------------------------ pass 0: maxima + validity */
     int clamp = 1;
     const int rc = pass0(P, io, DS, DD, DR, USE_R, &mx, &clamp);
     if (rc != AD_OK) return rc;
-    if (clamp) return row_passes(P, io, DS, DD, DR, DG, USE_R, 1, &mx);
-    return row_passes(P, io, DS, DD, DR, DG, USE_R, 0, &mx);
+    if (clamp) return recomp ? row_passes(P, io, DS, DD, DR, DG, USE_R, 1, 1, &mx, NULL) : row_passes(P, io, DS, DD, DR, DG, USE_R, 1, 0, &mx, NULL);
+    return recomp ? row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 1, &mx, NULL) : row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 0, &mx, NULL);
 }
 
 /* Mixed dtypes: one generic instance (the dtype switches stay in the loops). */

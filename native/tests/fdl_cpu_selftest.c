@@ -203,6 +203,8 @@ typedef struct {
     int identical;           /* second teacher == dpo */
     int close;               /* student close to the teacher (small K) */
     double tdelta;           /* > 0: the second teacher is dpo + tdelta N(0, 1) (tvd pass: near / direct forms) */
+    int ramp;                /* logits drift upwards along the row (each row its own slope) and the student's largest
+                              * logit is the last column: the running maxima of pass 0A grow block after block */
     int metrics;
 } tcase;
 
@@ -280,6 +282,13 @@ static void make_data(tdata* D, const tcase* c)
                     sv = base[v] + 0.7 * rnd_norm() + 3.0;
                     dv = base[v] + 0.5 * rnd_norm();
                     rv = base[v] + 0.5 * rnd_norm() - 1.0;
+                }
+                if (c->ramp) {
+                    const double x = (double)v / (double)V, amp = c->extreme ? 2e4 : 30.0;
+                    sv += amp * x;
+                    dv += 0.8 * amp * x;
+                    rv += 0.6 * amp * x * x;
+                    if (v == V - 1) sv += c->extreme ? 1e4 : 8.0;
                 }
                 if (c->tdelta > 0) rv = dv + c->tdelta * rnd_norm();
                 if (c->identical) rv = dv - 2.5;
@@ -716,6 +725,24 @@ static void fixed_cases(const char* isa)
         c.extreme = 1; c.tdelta = tds[k] * 1e4; c.B = 1; c.T = 2; c.V = 50257;
         run_case(&c, 2, isa);
     }
+    /* rows whose maxima grow along the row (pass 0A's rescaling of the sums, every variant), the student's maximum in
+     * the partial last vector (V = 151,937 and 4099 leave 1 and 3 columns), close and nearly agreeing teachers,
+     * extreme logits, and -inf columns (pass 0A hands the row to pass 0 and pass A) */
+    static const int64_t rvs[] = {151937, 4099};
+    for (int k = 0; k < 2; k++)
+        for (int variant = 0; variant < 5; variant++)
+            for (int dt = 0; dt < 2; dt++) {
+                c = base_case();
+                c.ramp = 1; c.variant = variant; c.V = rvs[k]; c.B = 1; c.T = 2;
+                c.ds = c.dd = c.dr = dt ? AD_BF16 : AD_F32; c.dg = AD_F32;
+                run_case(&c, 2, isa);
+                c.close = 1; c.tdelta = 1e-3;
+                run_case(&c, 1, isa);
+                c.close = 0; c.tdelta = 0; c.extreme = 1;
+                run_case(&c, 1, isa);
+                c.extreme = 0; c.oov = 1;
+                run_case(&c, 1, isa);
+            }
 }
 
 /* ------------------------------------------------------------------------------------- error cases */
