@@ -256,6 +256,10 @@ AD_INL int pass0a_online(const ad_row_params* P, ad_row_io* io, const int DS, co
     float ms = -INFINITY, md = -INFINITY, mr = USE_R ? -INFINITY : 0.0f, cmf = 0.0f;
     VF ns = vset(INFINITY), nd = ns, nr = ns;
     double Zs = 0.0, Zd = 0.0, Zr = 0.0, Us = 0.0, Ud = 0.0, Ur = 0.0, Uf = 0.0;
+    /* 16-bit rows: the first sweep of a block keeps the widened values (L1) for the second, which then converts
+     * nothing (the widening takes the shuffle port the exps' fmas also use) */
+    const int BUF = DS != AD_F32 || DD != AD_F32 || (USE_R && DR != AD_F32);
+    float wide[3][AD_BLK + AD_ROW_PAD] __attribute__((aligned(64)));
     for (int64_t b0 = 0; b0 < V; b0 += AD_BLK) {
         const int64_t b1 = V - b0 > AD_BLK ? b0 + AD_BLK : V;
         const VF z0 = vzero();
@@ -266,6 +270,11 @@ AD_INL int pass0a_online(const ad_row_params* P, ad_row_io* io, const int DS, co
             VF s = LD(DS, S);
             VF d = LD(DD, D);
             VF r = USE_R ? LD(DR, R) : s;
+            if (BUF) {
+                vstore(AD_F32, wide[0], i_ - b0, s);
+                vstore(AD_F32, wide[1], i_ - b0, d);
+                if (USE_R) vstore(AD_F32, wide[2], i_ - b0, r);
+            }
             bs = vmax(bs, s);
             bd = vmax(bd, d);
             if (USE_R) br = vmax(br, r);
@@ -309,8 +318,8 @@ AD_INL int pass0a_online(const ad_row_params* P, ad_row_io* io, const int DS, co
             ad_prefetch(DS, S, i_ + AD_PF_DIST);
             ad_prefetch(DD, D, i_ + AD_PF_DIST);
             if (USE_R) ad_prefetch(DR, R, i_ + AD_PF_DIST);
-            const VF sp = AD_SP(LD(DS, S));
-            const VF d = LD(DD, D);
+            const VF sp = AD_SP(BUF ? vload(AD_F32, wide[0], i_ - b0) : LD(DS, S));
+            const VF d = BUF ? vload(AD_F32, wide[1], i_ - b0) : LD(DD, D);
             const VF dp = AD_TP(d, vmd);
             const VF es = vexp(sp);
             const VF ed = vexp(dp);
@@ -319,7 +328,7 @@ AD_INL int pass0a_online(const ad_row_params* P, ad_row_io* io, const int DS, co
             us = vfma(es, sp, us);
             ud = vfma(es, dp, ud);
             if (USE_R) {
-                const VF r = LD(DR, R);
+                const VF r = BUF ? vload(AD_F32, wide[2], i_ - b0) : LD(DR, R);
                 const VF rp = AD_TP(r, vmr);
                 const VF er = vexp(rp);
                 zr = vadd(zr, er);
