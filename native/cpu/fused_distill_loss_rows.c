@@ -135,8 +135,14 @@ typedef struct {
 #define AD_SP(s) (CL ? vmax(vmul(vsub((s), vms), vits), vcls) : vsub((s), vms))
 #define AD_TP(x, vm) (CL ? vmax(vsub((x), (vm)), vclt) : vsub((x), (vm)))
 
+/* software prefetch, compile-time knobs: AD_PF_DIST elements ahead (default one block), AD_PF_HINT the locality hint
+ * (3 = T0, all cache levels; T1/T2 and longer distances measured no better at 512 tokens on the Emerald Rapids box, within
+ * noise), AD_PF_PASSES 0 turns it off (profiling) */
 #ifndef AD_PF_DIST
 #define AD_PF_DIST AD_BLK
+#endif
+#ifndef AD_PF_HINT
+#define AD_PF_HINT 3
 #endif
 #ifndef AD_PF_PASSES
 #define AD_PF_PASSES 1
@@ -145,7 +151,7 @@ typedef struct {
 AD_INL void ad_prefetch(const int dt, const void* base, const int64_t i)
 {
     const int64_t es = dt == AD_F32 ? 4 : 2;
-    if (VW * es >= 64 || ((i * es) & 63) == 0) __builtin_prefetch((const char*)base + i * es, 0, 3);
+    if (VW * es >= 64 || ((i * es) & 63) == 0) __builtin_prefetch((const char*)base + i * es, 0, AD_PF_HINT);
 }
 
 /* The row design (the comment at the top): RECOMPUTING on the avx512 path for f32 rows, and for 16-bit rows of at least
