@@ -32,7 +32,11 @@ typedef struct ad_row_params {
     float   clamp_student;  /* centred student logits are clamped to >= -clamp_student */
     float   clamp_teacher;  /* centred teacher logits are clamped to >= -clamp_teacher (keeps a d' + b r' finite) */
     int     want_metrics;
+    int     design;         /* AD_ROW_DESIGN_*: the row design (auto: by ISA, dtype and vocabulary; see ad_row_recompute) */
 } ad_row_params;
+
+/* the row designs of fused_distill_loss_rows.c (ad_cpu_force_row_design) */
+enum { AD_ROW_DESIGN_AUTO = 0, AD_ROW_DESIGN_CACHING = 1, AD_ROW_DESIGN_RECOMPUTING = 2 };
 
 /* One row: inputs, the row scale, and what the kernel reports back. */
 typedef struct ad_row_io {

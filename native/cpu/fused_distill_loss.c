@@ -100,6 +100,37 @@ int32_t ad_cpu_force_isa(const char* isa)
     return AD_OK;
 }
 
+/* ------------------------------------------------------------------------------------------ row design */
+static const char* const k_design_names[3] = {"auto", "caching", "recomputing"};
+static atomic_int g_design = -1;
+
+static int active_design(void)
+{
+    int d = atomic_load(&g_design);
+    if (d < 0) {
+        const char* env = getenv("AD_CPU_ROW_DESIGN");
+        d = AD_ROW_DESIGN_AUTO; /* unknown values: automatic */
+        for (int i = 0; env != NULL && i < 3; i++)
+            if (strcmp(env, k_design_names[i]) == 0) d = i;
+        int expected = -1;
+        if (!atomic_compare_exchange_strong(&g_design, &expected, d)) d = expected;
+    }
+    return d;
+}
+
+const char* ad_cpu_row_design(void) { return k_design_names[active_design()]; }
+
+int32_t ad_cpu_force_row_design(const char* design)
+{
+    if (design == NULL) design = "auto";
+    for (int i = 0; i < 3; i++)
+        if (strcmp(design, k_design_names[i]) == 0) {
+            atomic_store(&g_design, i);
+            return AD_OK;
+        }
+    return AD_ERR_INVALID_ARGUMENT;
+}
+
 int32_t ad_cpu_set_threads(int32_t n)
 {
     ad_pool_set_default_threads(n);
@@ -312,6 +343,7 @@ int32_t ad_fdl_cpu(const ad_fdl_problem* pb, ad_fdl_status* st, int32_t threads)
     P->temperature = pb->variant == AD_VARIANT_GKD ? 1.0 : pb->temperature;
     P->inv_ts = 1.0 / pb->student_temperature;
     P->want_metrics = pb->metrics != NULL;
+    P->design = active_design();
     /* Centred logits are clamped below so that out-of-vocabulary columns (-inf) become finite values
      * whose exps are 0, and so that (a d' + b r')/T cannot overflow f32: |a| + |b| <= 1 + 2 alpha_max. */
     double amax;

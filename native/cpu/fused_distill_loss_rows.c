@@ -4,10 +4,10 @@
  *
  * One selected row (s = student, d = DPO, r = second teacher), V columns. Computes alpha, coef, K = KL(p || q) and the
  * metrics of the row and writes its gradient row; runs on the calling worker thread, one row at a time. Never
- * materialises p or q. Two row designs (ad_row_recompute picks one per row):
+ * materialises p or q. Two row designs, picked per row by ad_row_recompute (ad_cpu_force_row_design forces one):
  *
- * CACHING (avx2, portable; avx512 16-bit rows below AD_RECOMPUTE_MIN_V columns): 4 exps per element. Besides the grad
- * row it overwrites the row scratch io->w (3 x (V + padding) floats per thread, from the driver):
+ * CACHING (avx2, portable; on avx512 16-bit rows and f32 rows below AD_RECOMPUTE_MIN_V columns): 4 exps per element.
+ * Besides the grad row it overwrites the row scratch io->w (3 x (V + padding) floats per thread, from the driver):
  *   pass 0  (no exp)   row maxima m_s, m_d, m_r, row minima, and the validity check (NaN / +inf / partial -inf). The
  *                      minima decide whether the clamps below can bite; when they cannot (every column finite, no
  *                      centred value beyond the clamps) and Ts = T = 1, the passes run without clamps or scalings
@@ -24,10 +24,10 @@
  *   pass D  (0 exp)    g = (coef row_scale/Ts) p (s' - (w - M) - (log Z_s - log S + K)),  p = e^s' / Z_s with e^s'
  *                      stored by pass A and w by pass C in the row scratch (pass D reads s, w and e^s')
  *
- * RECOMPUTING (avx512: f32 rows, and 16-bit rows of at least AD_RECOMPUTE_MIN_V columns): 7 exps per element, no row
- * scratch (io->w is not touched), four sweeps over the inputs instead of five and no scratch traffic. On a core whose
- * L2 cannot hold the three input rows and the scratch (1.8 + 1.8 MB at V = 151,936, f32) the caching design streams
- * every pass from L3; the 16-lane exps cost less than those bytes (measured: see ad_row_recompute).
+ * RECOMPUTING (avx512: f32 rows of at least AD_RECOMPUTE_MIN_V columns): 7 exps per element, no row scratch (io->w is
+ * not touched), four sweeps over the inputs instead of five and no scratch traffic. On a core whose L2 cannot hold the
+ * three input rows and the scratch (1.8 + 1.8 MB at V = 151,936, f32) the caching design streams every pass from L3;
+ * the 16-lane exps cost less than those bytes (measured: see ad_row_recompute).
  *   pass 0A (3 exp)    pass 0 and pass A in one sweep, block by block against running maxima, the f64 sums rescaled
  *                      when a maximum grows (pass0a_online); FAST rows only (Ts = T = 1, every value finite, no
  *                      clamp can bite), others take pass 0 and pass A as above (without the stores)
@@ -35,6 +35,9 @@
  *   pass C  (1 exp)    as above, w kept for one block only (an L1 buffer)
  *   pass D  (1 exp)    as above with e^s' and w recomputed: the same values bit for bit
  *   Every sweep prefetches AD_PF_DIST columns ahead (the L2 streamer stops at 4 KiB pages).
+ *
+ * Each design and clamp mode runs in a function of its own for each dtype combination (AD_ROW_FN): compiled into one
+ * body, the designs slowed each other down (see there).
  *
  * Both: the gradient's p e^s' (coef row_scale / (Ts Z_s)) has a relative error of at most the exp's 1.7e-7 plus two
  * f32 roundings (1.2e-7), with K = (U_s/Z_s - log Z_s) - ((U_d + c U_f)/(T Z_s) - LSE*). Writing the teacher as
@@ -154,20 +157,29 @@ AD_INL void ad_prefetch(const int dt, const void* base, const int64_t i)
     if (VW * es >= 64 || ((i * es) & 63) == 0) __builtin_prefetch((const char*)base + i * es, 0, AD_PF_HINT);
 }
 
-/* The row design (the comment at the top): RECOMPUTING on the avx512 path for f32 rows, and for 16-bit rows of at least
- * AD_RECOMPUTE_MIN_V columns; CACHING elsewhere. Measured on the 2-core Xeon family 6 model 207 of issue 15 (2 MiB L2,
- * benchmarks/results/profile-cpu-*-recompute.md): avx512 f32 V = 151,936 2.7 ns/element against 3.8, V = 32,000 2.9
- * against 3.5; bf16 V = 151,936 2.8-3.0 against 3.2-3.5 but V = 32,000 2.9-3.2 against 2.55; avx2 (8 lanes, the exps
- * cost twice as much) caching is faster at every size (4.2-4.3 against 4.6-4.9 at V = 151,936). */
+/* The row design (the comment at the top), when none is forced: RECOMPUTING on the avx512 path for f32 rows of at least
+ * AD_RECOMPUTE_MIN_V columns (16-bit rows from AD_RECOMPUTE_MIN_V16, by default never); CACHING elsewhere. Measured on
+ * the 2-core Xeon family 6 model 207 of issue 15 (2 MiB L2, 260 MiB L3), the library timed by benchmarks/cloop with
+ * AD_CPU_ROW_DESIGN forced, thread CPU time, 64 rows, medians (benchmarks/results/row-design-sweep-*.md): avx512 f32
+ * recomputing 2.04 ns/element against caching 3.11 at V = 151,936 (the caching design's three input rows and three
+ * scratch rows, 3.6 MB, stream from L3 in every pass), 1.91 against 2.19 at 65,536, 1.79 against 1.88 at 16,384;
+ * avx512 bf16 caching 2.05 against 2.07 at 151,936 and 1.84 against 2.11 at 16,384 (the widening in every sweep of the
+ * recomputing design takes the shuffle port that the exps' fmas share); avx2 (8 lanes: the exps cost twice as much)
+ * caching is faster up to 65,536 columns (2.92 against 3.26) and level with it from 100,000 to 151,936 (3.18-3.58 against
+ * 3.17-3.55), f32 and bf16 alike. */
 #ifndef AD_RECOMPUTE_MIN_V
-#define AD_RECOMPUTE_MIN_V 65536
+#define AD_RECOMPUTE_MIN_V 16384
 #endif
-AD_INL int ad_row_recompute(const int64_t vocab, const int ds)
+#ifndef AD_RECOMPUTE_MIN_V16
+#define AD_RECOMPUTE_MIN_V16 INT64_MAX
+#endif
+AD_INL int ad_row_recompute(const ad_row_params* P, const int ds)
 {
-#if defined(AD_ISA_AVX512) || defined(AD_FORCE_RECOMPUTE)
-    return ds == AD_F32 || vocab >= AD_RECOMPUTE_MIN_V;
+    if (P->design != AD_ROW_DESIGN_AUTO) return P->design == AD_ROW_DESIGN_RECOMPUTING; /* ad_cpu_force_row_design */
+#if defined(AD_ISA_AVX512)
+    return P->vocab >= (ds == AD_F32 ? (int64_t)AD_RECOMPUTE_MIN_V : (int64_t)AD_RECOMPUTE_MIN_V16);
 #else
-    (void)vocab; (void)ds;
+    (void)ds;
     return 0;
 #endif
 }
@@ -606,48 +618,84 @@ AD_INL int row_passes(const ad_row_params* P, ad_row_io* io, const int DS, const
     return AD_OK;
 }
 
-AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR,
-                    const int DG, const int USE_R)
+/* The passes of one row design and clamp mode, for one dtype combination: a function of its own (noinline). Inlined
+ * into one body with the other designs, gcc's register allocation and scheduling got worse for all of them (measured:
+ * the caching passes at V = 16,384 took 1.4x the time with the recomputing instances in the same function, f32, avx512,
+ * Emerald Rapids) */
+typedef int (*ad_passes_fn)(const ad_row_params* P, ad_row_io* io, const ad_row_max* mx, const ad_row_sums* pre);
+typedef int (*ad_pass0a_fn)(const ad_row_params* P, ad_row_io* io, ad_row_max* mx, ad_row_sums* sm);
+
+AD_INL int row_impl(const ad_row_params* P, ad_row_io* io, const int DS, const int DD, const int DR, const int USE_R,
+                    const ad_pass0a_fn p0a, const ad_passes_fn cache_fast, const ad_passes_fn cache_clamp,
+                    const ad_passes_fn recomp_fast, const ad_passes_fn recomp_clamp)
 {
     AD_PROF(0);
     ad_row_max mx;
-    const int recomp = ad_row_recompute(P->vocab, DS);
+    const int recomp = ad_row_recompute(P, DS);
     if (recomp && P->inv_ts == 1.0 && P->temperature == 1.0) {
         /* ------------------------------------------------------------ pass 0A: maxima, validity, Z and U sums */
         ad_row_sums sm;
-        if (pass0a_online(P, io, DS, DD, DR, USE_R, &mx, &sm) == 0) {
+        if (p0a(P, io, &mx, &sm) == 0) {
             AD_PROF(1);
-            return row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 1, &mx, &sm);
+            return recomp_fast(P, io, &mx, &sm);
         }
     }
     /* ------------------------------------------------------------ pass 0: maxima + validity */
     int clamp = 1;
     const int rc = pass0(P, io, DS, DD, DR, USE_R, &mx, &clamp);
     if (rc != AD_OK) return rc;
-    if (clamp) return recomp ? row_passes(P, io, DS, DD, DR, DG, USE_R, 1, 1, &mx, NULL) : row_passes(P, io, DS, DD, DR, DG, USE_R, 1, 0, &mx, NULL);
-    return recomp ? row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 1, &mx, NULL) : row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 0, &mx, NULL);
+    if (clamp) return recomp ? recomp_clamp(P, io, &mx, NULL) : cache_clamp(P, io, &mx, NULL);
+    return recomp ? recomp_fast(P, io, &mx, NULL) : cache_fast(P, io, &mx, NULL);
 }
 
-/* Mixed dtypes: one generic instance (the dtype switches stay in the loops). */
-__attribute__((noinline)) static int row_generic(const ad_row_params* P, ad_row_io* io)
-{
-    if (P->use_second) return row_impl(P, io, P->ds, P->dd, P->dr, P->dg, 1);
-    return row_impl(P, io, P->ds, P->dd, P->dd, P->dg, 0);
-}
+/* One row entry NAME for the dtypes DS, DD, DR, DG (constants, or P's fields for the generic instance) and USE_R, with
+ * its pass 0A and its four pass sets (design x clamp mode) as separate functions. */
+#define AD_ROW_FN(NAME, DS, DD, DR, DG, USE_R)                                                                         \
+    __attribute__((noinline)) static int NAME##_0a(const ad_row_params* P, ad_row_io* io, ad_row_max* mx,              \
+                                                   ad_row_sums* sm)                                                    \
+    { return pass0a_online(P, io, DS, DD, DR, USE_R, mx, sm); }                                                        \
+    __attribute__((noinline)) static int NAME##_cf(const ad_row_params* P, ad_row_io* io, const ad_row_max* mx,        \
+                                                   const ad_row_sums* pre)                                             \
+    { return row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 0, mx, pre); }                                                \
+    __attribute__((noinline)) static int NAME##_cc(const ad_row_params* P, ad_row_io* io, const ad_row_max* mx,        \
+                                                   const ad_row_sums* pre)                                             \
+    { return row_passes(P, io, DS, DD, DR, DG, USE_R, 1, 0, mx, pre); }                                                \
+    __attribute__((noinline)) static int NAME##_rf(const ad_row_params* P, ad_row_io* io, const ad_row_max* mx,        \
+                                                   const ad_row_sums* pre)                                             \
+    { return row_passes(P, io, DS, DD, DR, DG, USE_R, 0, 1, mx, pre); }                                                \
+    __attribute__((noinline)) static int NAME##_rc(const ad_row_params* P, ad_row_io* io, const ad_row_max* mx,        \
+                                                   const ad_row_sums* pre)                                             \
+    { return row_passes(P, io, DS, DD, DR, DG, USE_R, 1, 1, mx, pre); }                                                \
+    __attribute__((noinline)) static int NAME(const ad_row_params* P, ad_row_io* io)                                   \
+    { return row_impl(P, io, DS, DD, DR, USE_R, NAME##_0a, NAME##_cf, NAME##_cc, NAME##_rf, NAME##_rc); }
 
-#define AD_ROW_CASE(DT, DGT)                                                                     \
-    if (ds == (DT) && dg == (DGT))                                                               \
-        return P->use_second ? row_impl(P, io, DT, DT, DT, DGT, 1) : row_impl(P, io, DT, DT, DT, DGT, 0);
+/* the uniform dtype combinations the entry dispatches to, with and without the second teacher */
+AD_ROW_FN(row_f32_f32_r1, AD_F32, AD_F32, AD_F32, AD_F32, 1)
+AD_ROW_FN(row_f32_f32_r0, AD_F32, AD_F32, AD_F32, AD_F32, 0)
+AD_ROW_FN(row_bf16_bf16_r1, AD_BF16, AD_BF16, AD_BF16, AD_BF16, 1)
+AD_ROW_FN(row_bf16_bf16_r0, AD_BF16, AD_BF16, AD_BF16, AD_BF16, 0)
+AD_ROW_FN(row_bf16_f32_r1, AD_BF16, AD_BF16, AD_BF16, AD_F32, 1)
+AD_ROW_FN(row_bf16_f32_r0, AD_BF16, AD_BF16, AD_BF16, AD_F32, 0)
+AD_ROW_FN(row_f16_f16_r1, AD_F16, AD_F16, AD_F16, AD_F16, 1)
+AD_ROW_FN(row_f16_f16_r0, AD_F16, AD_F16, AD_F16, AD_F16, 0)
+AD_ROW_FN(row_f16_f32_r1, AD_F16, AD_F16, AD_F16, AD_F32, 1)
+AD_ROW_FN(row_f16_f32_r0, AD_F16, AD_F16, AD_F16, AD_F32, 0)
+/* mixed dtypes: one generic instance each (the dtype switches stay in the loops) */
+AD_ROW_FN(row_generic_r1, P->ds, P->dd, P->dr, P->dg, 1)
+AD_ROW_FN(row_generic_r0, P->ds, P->dd, P->dd, P->dg, 0)
+
+#define AD_ROW_CASE(DT, DGT, NAME)                                                                                     \
+    if (ds == (DT) && dg == (DGT)) return P->use_second ? NAME##_r1(P, io) : NAME##_r0(P, io);
 
 int AD_ROW_ENTRY(const ad_row_params* P, ad_row_io* io)
 {
     const int ds = P->ds, dg = P->dg;
     if (P->dd == ds && (!P->use_second || P->dr == ds)) {
-        AD_ROW_CASE(AD_F32, AD_F32)
-        AD_ROW_CASE(AD_BF16, AD_BF16)
-        AD_ROW_CASE(AD_BF16, AD_F32)
-        AD_ROW_CASE(AD_F16, AD_F16)
-        AD_ROW_CASE(AD_F16, AD_F32)
+        AD_ROW_CASE(AD_F32, AD_F32, row_f32_f32)
+        AD_ROW_CASE(AD_BF16, AD_BF16, row_bf16_bf16)
+        AD_ROW_CASE(AD_BF16, AD_F32, row_bf16_f32)
+        AD_ROW_CASE(AD_F16, AD_F16, row_f16_f16)
+        AD_ROW_CASE(AD_F16, AD_F32, row_f16_f32)
     }
-    return row_generic(P, io);
+    return P->use_second ? row_generic_r1(P, io) : row_generic_r0(P, io);
 }

@@ -229,6 +229,15 @@ AD_EXPORT const char* ad_cpu_isa(void);
  * cannot run it. NULL or "auto" restores the automatic choice. Not thread-safe against running calls. */
 AD_EXPORT int32_t ad_cpu_force_isa(const char* isa);
 
+/* Forces the row design of the CPU kernel, for tests and benchmarks: "caching" (four exps per element; three rows of
+ * per-thread scratch), "recomputing" (seven exps, no scratch traffic) on every ISA path; NULL or "auto" restores the
+ * automatic choice (recomputing for f32 rows of at least 16,384 columns on the AVX-512 path, caching elsewhere; the
+ * results of the two designs agree within the kernel's error bounds, not bit for bit). The environment variable
+ * AD_CPU_ROW_DESIGN sets the initial value. Returns AD_ERR_INVALID_ARGUMENT for another name. Not thread-safe against
+ * running calls. ad_cpu_row_design() names the forced design ("auto" when none is). */
+AD_EXPORT int32_t ad_cpu_force_row_design(const char* design);
+AD_EXPORT const char* ad_cpu_row_design(void);
+
 /* Size of the worker pool (including the calling thread); n <= 0 means the number of online CPUs. */
 AD_EXPORT int32_t ad_cpu_set_threads(int32_t n);
 AD_EXPORT int32_t ad_cpu_get_threads(void);

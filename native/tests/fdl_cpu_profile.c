@@ -3,7 +3,7 @@
  * A measuring tool, not a test (it checks nothing). Built with AD_BUILD_TESTS; needs AVX2 + FMA. Built a second time
  * as fdl_cpu_profile512 (AD_PROF_AVX512): the same for the AVX-512 row kernel (needs AVX-512 F/BW/DQ/VL).
  *
- *   fdl_cpu_profile [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--kernel-only]
+ *   fdl_cpu_profile [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--kernel-only] [--design caching|recomputing]
  *
  * Prints, as medians of N repetitions (timestamps from rdtsc, converted to core cycles by a calibration
  * loop of dependent integer adds, 1 cycle each, so the numbers hold on a VM without hardware counters):
@@ -94,14 +94,18 @@ static float gauss(void)
 int main(int argc, char** argv)
 {
     int64_t V = 151936, T = 64;
-    int reps = 9, bf16 = 0, micro = 1;
+    int reps = 9, bf16 = 0, micro = 1, design = AD_ROW_DESIGN_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--vocab") && i + 1 < argc) V = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) bf16 = !strcmp(argv[++i], "bf16");
         else if (!strcmp(argv[i], "--kernel-only")) micro = 0; /* no clock / exp / bandwidth part (for valgrind) */
-        else { fprintf(stderr, "usage: %s [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--kernel-only]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--design") && i + 1 < argc) { /* force a row design (default: the automatic one) */
+            const char* dn = argv[++i];
+            design = !strcmp(dn, "caching") ? AD_ROW_DESIGN_CACHING : !strcmp(dn, "recomputing") ? AD_ROW_DESIGN_RECOMPUTING : AD_ROW_DESIGN_AUTO;
+        }
+        else { fprintf(stderr, "usage: %s [--vocab V] [--tokens T] [--reps N] [--dtype f32|bf16] [--kernel-only] [--design caching|recomputing]\n", argv[0]); return 2; }
     }
     if (reps < 1 || reps > 99) reps = 9;
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) { printf("needs avx2 + fma\n"); return 1; }
@@ -243,9 +247,17 @@ int main(int argc, char** argv)
                 ctot[k - 1] += cpass[p][k - 1];
             }
         }
-        static const char* pn[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (0 exp)", "C LSE* (1 exp)", "D grad (0 exp)"};
-        printf("row kernel %s, V = %lld, %lld tokens, aligndistil (median of %d)\n", bf16 ? "bf16" : "f32", (long long)VV,
-               (long long)TT, reps);
+        /* the pass labels of the design the rows took (ad_row_recompute); in the recomputing design's FAST rows pass 0
+         * and pass A are one sweep, timed as pass 0 (pass A then shows only the f64 fold) */
+        P.design = design;
+        const int rc = ad_row_recompute(&P, P.ds);
+        static const char* pn_cache[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (0 exp)", "C LSE* (1 exp)",
+                                          "D grad (0 exp)"};
+        static const char* pn_rc[5] = {"0A max+Z,U (3 exp)", "A (fold)", "B tvd (2 exp)", "C LSE* (1 exp)",
+                                       "D grad (1 exp)"};
+        const char* const* pn = rc ? pn_rc : pn_cache;
+        printf("row kernel %s, V = %lld, %lld tokens, aligndistil, %s design (median of %d)\n", bf16 ? "bf16" : "f32",
+               (long long)VV, (long long)TT, rc ? "recomputing" : "caching", reps);
         printf("  %-22s %9s %12s %9s\n", "pass", "ns/elem", "cpu ns/elem", cpn > 0 ? "cyc/elem" : "");
         for (int p = 0; p <= 5; p++) {
             const double m = p < 5 ? median(pass[p], reps) : median(tot, reps);

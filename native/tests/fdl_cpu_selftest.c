@@ -1013,10 +1013,30 @@ int main(int argc, char** argv)
         fixed_cases(isas[k]);
         random_cases(isas[k], quick ? 40 : 160, quick);
         printf("isa %-8s: %d checks, %d failures (%.1f s)\n", isas[k], g_checks - c0, g_fail - f0, now_s() - t0);
+        /* each row design forced on this path: the automatic choice above runs only one of them for most shapes (on
+         * avx512 the recomputing design for f32 rows of >= 16,384 columns, elsewhere the caching one) */
+        static const char* designs[] = {"caching", "recomputing"};
+        for (int di = 0; di < 2; di++) {
+            const int f1 = g_fail, c1 = g_checks;
+            const double t1 = now_s();
+            if (ad_cpu_force_row_design(designs[di]) != AD_OK) fail("force_row_design", designs[di]);
+            char ctx[64];
+            snprintf(ctx, sizeof ctx, "%s/%s", isas[k], designs[di]);
+            g_rng = seed ^ 0x9e3779b97f4a7c15ull;
+            error_cases(ctx);
+            fixed_cases(ctx);
+            random_cases(ctx, 40, 1);
+            printf("isa %-8s, design %-11s forced: %d checks, %d failures (%.1f s)\n", isas[k], designs[di],
+                   g_checks - c1, g_fail - f1, now_s() - t1);
+        }
+        ad_cpu_force_row_design("auto");
     }
     ad_cpu_force_isa("auto");
     g_checks++;
     if (ad_cpu_force_isa("bogus") != AD_ERR_INVALID_ARGUMENT) fail("force_isa bogus", "api");
+    g_checks++;
+    if (ad_cpu_force_row_design("bogus") != AD_ERR_INVALID_ARGUMENT || strcmp(ad_cpu_row_design(), "auto") != 0)
+        fail("force_row_design bogus", "api");
     printf("worst relative error, f32 inputs: loss %.3g, grad (rel L2 per row) %.3g\n", g_worst_loss_rel, g_worst_grad_rel);
     printf("%s: %d checks, %d failures\n", g_fail ? "FAILED" : "PASSED", g_checks, g_fail);
     return g_fail ? 1 : 0;

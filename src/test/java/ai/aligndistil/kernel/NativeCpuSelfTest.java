@@ -12,9 +12,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Runs the C self-test of the CPU library (native/tests/fdl_cpu_selftest.c: ~77,000 checks against its own
- * independent double-precision reference, every code path this CPU can run, 1 and 2 threads, error cases),
- * which the Maven build compiles next to the library.
+ * Runs the C self-test of the CPU library (native/tests/fdl_cpu_selftest.c: ~100,000 checks against its own
+ * independent double-precision reference, every code path this CPU can run, each with its automatic row design and with
+ * the caching and the recomputing design forced, 1 and 2 threads, error cases; about 80 s on 2 cores), which the Maven
+ * build compiles next to the library.
  */
 class NativeCpuSelfTest {
     @Test
