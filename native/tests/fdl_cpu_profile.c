@@ -223,6 +223,7 @@ int main(int argc, char** argv)
         P.ds = P.dd = P.dr = P.dg = bf16 ? AD_BF16 : AD_F32;
         P.beta = 0.1; P.beta2 = 10.0; P.epsilon = 1e-3; P.temperature = 1.0; P.inv_ts = 1.0;
         P.clamp_teacher = 1e30f; P.clamp_student = 1e30f;
+        P.design = design;
         static double pass[5][99], tot[99], cpass[5][99], ctot[99];
         double klsum = 0.0;
         for (int k = 0; k <= reps; k++) {
@@ -249,7 +250,6 @@ int main(int argc, char** argv)
         }
         /* the pass labels of the design the rows took (ad_row_recompute); in the recomputing design's FAST rows pass 0
          * and pass A are one sweep, timed as pass 0 (pass A then shows only the f64 fold) */
-        P.design = design;
         const int rc = ad_row_recompute(&P, P.ds);
         static const char* pn_cache[5] = {"0 maxima+check", "A Z,U (3 exp)", "B tvd (0 exp)", "C LSE* (1 exp)",
                                           "D grad (0 exp)"};
