@@ -11,6 +11,8 @@ import java.util.Set;
  *   <li>{@code aligndistil.backend} = auto (default) | reference | cpu | cuda: the host default;
  *       auto takes the native CPU library when it loads, else the Java reference (with a warning that says why).</li>
  *   <li>{@code aligndistil.cpu.threads} = N (default 0 = every online CPU): the CPU library's worker pool.</li>
+ *   <li>{@code aligndistil.cpu.rowDesign} = auto | caching | recomputing (default: unset = the environment variable
+ *       AD_CPU_ROW_DESIGN, else auto): the CPU kernel's row design; see {@link NativeCpu#forceRowDesign}.</li>
  *   <li>{@code aligndistil.cuda.kernel} = auto | multipass | cluster (default: unset = the environment variable
  *       AD_CUDA_KERNEL, else auto): the CUDA row kernel; see {@link NativeCuda}.</li>
  *   <li>{@code aligndistil.native.dir}, {@code aligndistil.cache.dir}: see {@link NativeLibraries}.</li>
@@ -74,6 +76,8 @@ public final class Backends {
             if (cpuConfigured) return;
             int n = Integer.getInteger("aligndistil.cpu.threads", 0);
             NativeCpu.setThreads(n);
+            String design = System.getProperty("aligndistil.cpu.rowDesign");
+            if (design != null && !design.isBlank()) NativeCpu.forceRowDesign(design.trim().toLowerCase(Locale.ROOT));
             cpuConfigured = true;
         }
     }

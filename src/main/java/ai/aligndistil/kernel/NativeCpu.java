@@ -16,11 +16,11 @@ public final class NativeCpu {
 
     private static final class Holder {
         static final NativeLibraries.Loaded LIB = NativeLibraries.load("aligndistil_cpu");
-        static final MethodHandle FDL, ISA, FORCE_ISA, SET_THREADS, GET_THREADS, ABI;
+        static final MethodHandle FDL, ISA, FORCE_ISA, SET_THREADS, GET_THREADS, ABI, ROW_DESIGN, FORCE_ROW_DESIGN;
         static final String PROBLEM;
 
         static {
-            MethodHandle fdl = null, isa = null, force = null, set = null, get = null, abi = null;
+            MethodHandle fdl = null, isa = null, force = null, set = null, get = null, abi = null, design = null, forceDesign = null;
             String problem = LIB.problem();
             if (LIB.ok()) {
                 try {
@@ -34,6 +34,13 @@ public final class NativeCpu {
                     force = l.downcallHandle(find(s, "ad_cpu_force_isa"), FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS));
                     set = l.downcallHandle(find(s, "ad_cpu_set_threads"), FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
                     get = l.downcallHandle(find(s, "ad_cpu_get_threads"), FunctionDescriptor.of(ValueLayout.JAVA_INT));
+                    // the row-design switch (issue 15): optional, so that a library built before it still loads
+                    var ds = s.find("ad_cpu_row_design");
+                    var fds = s.find("ad_cpu_force_row_design");
+                    if (ds.isPresent() && fds.isPresent()) {
+                        design = l.downcallHandle(ds.get(), FunctionDescriptor.of(ValueLayout.ADDRESS));
+                        forceDesign = l.downcallHandle(fds.get(), FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS));
+                    }
                     int v = (int) abi.invokeExact();
                     if (v != 1) { problem = "ABI version " + v + ", this jar expects 1"; fdl = null; }
                 } catch (Throwable t) {
@@ -42,6 +49,7 @@ public final class NativeCpu {
                 }
             }
             FDL = fdl; ISA = isa; FORCE_ISA = force; SET_THREADS = set; GET_THREADS = get; ABI = abi;
+            ROW_DESIGN = design; FORCE_ROW_DESIGN = forceDesign;
             PROBLEM = fdl == null ? problem : null;
         }
 
@@ -83,6 +91,41 @@ public final class NativeCpu {
         } catch (Throwable t) {
             throw rethrow(t);
         }
+    }
+
+    /**
+     * The forced row design of the CPU kernel: "auto" (none forced: recomputing for f32 rows of at least 16,384 columns
+     * on the AVX-512 path, caching elsewhere), "caching" or "recomputing"; null when the library predates the switch.
+     */
+    public static String rowDesign() {
+        if (Holder.ROW_DESIGN == null) return null;
+        try {
+            MemorySegment p = (MemorySegment) Holder.ROW_DESIGN.invokeExact();
+            return p.reinterpret(64).getString(0);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * Forces the CPU kernel's row design ("caching", "recomputing", or "auto"; the two agree within the kernel's error
+     * bounds, not bit for bit), for tests and benchmarks; also set by the environment variable AD_CPU_ROW_DESIGN or the
+     * system property {@code aligndistil.cpu.rowDesign}. Not to be called while a loss runs.
+     *
+     * @throws IllegalArgumentException for another name
+     * @throws UnsupportedOperationException when the loaded library has no such switch
+     */
+    public static void forceRowDesign(String design) {
+        if (Holder.FORCE_ROW_DESIGN == null)
+            throw new UnsupportedOperationException("this libaligndistil_cpu has no row-design switch: " + libraryPath());
+        int rc;
+        try (var arena = java.lang.foreign.Arena.ofConfined()) {
+            rc = (int) Holder.FORCE_ROW_DESIGN.invokeExact(arena.allocateFrom(design));
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+        if (rc != 0)
+            throw new IllegalArgumentException("row design '" + design + "': expected auto, caching or recomputing");
     }
 
     /** Worker-pool size including the caller; n <= 0 = online CPUs. */
